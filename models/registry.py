@@ -1,0 +1,115 @@
+"""Model registry: ``build_model(name, ...)`` validates a model description and returns a
+:class:`~leashed.models._kernels.Model` (a layout over one flat float32 parameter vector).
+
+Models (``MODEL_NAMES``); all classification models use the mean softmax cross-entropy over the batch:
+
+- ``softmax``: softmax regression D -> C; blocks ``fc1.W`` (D, C), ``fc1.b`` (C,).
+- ``mlp``: dense layers D -> hidden... -> C with ReLU; per layer ``fc{k}.W`` (fan_in, fan_out), ``fc{k}.b``.
+  Default hidden (128,) gives 784-128-10 = 101,770 parameters on MNIST.
+- ``cnn``: the Leashed-SGD authors' small CNN: conv3x3 cin->4 + ReLU, maxpool 2, conv3x3 4->8 + ReLU,
+  maxpool 2 (floor), then the dense stack flat -> hidden... -> C (default hidden (128,)). Input rows are
+  (C, H, W) images, ``input_shape`` default (1, 28, 28) for 784 features (27,354 parameters), (3, 32, 32)
+  for 3072 features. Conv weights are HWIO (3, 3, in, out); pooled features are flattened (h, w, c).
+- ``counter``: test model with ``dim`` parameters (default n_features; pass ``dim`` when the data has no
+  features): loss = -sum(theta)/dim; the gradient it writes is exactly -1 in every coordinate (dim times
+  the true gradient of that loss, so N updates with lr 1 make every parameter N and the loss -N); data
+  ignored.
+- ``quadratic``: least squares without bias, w of dim n_features: loss = 0.5 * mean_i (x_i . w - y_i)^2
+  with float32 targets y.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from leashed.errors import SpecError
+from leashed.models._kernels import MAX_DENSE_LAYERS, BoundModel, Model
+
+MODEL_NAMES: tuple[str, ...] = ("softmax", "mlp", "cnn", "counter", "quadratic")
+
+__all__ = ["MODEL_NAMES", "BoundModel", "Model", "build_model"]
+
+
+def _as_int(value: object, what: str) -> int:
+    try:
+        out = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise SpecError(f"{what} must be an integer, got {value!r}") from None
+    if out != value:
+        raise SpecError(f"{what} must be an integer, got {value!r}")
+    return out
+
+
+def build_model(
+    name: str,
+    n_features: int,
+    n_classes: int,
+    hidden: Sequence[int] = (128,),
+    input_shape: Sequence[int] | None = None,
+    dim: int | None = None,
+) -> Model:
+    """Validate and build a model; bad input raises ``SpecError`` with a one-line fix.
+
+    ``hidden`` is used by ``mlp`` and by the dense part of ``cnn`` (``softmax`` ignores it);
+    ``input_shape`` (C, H, W) only by ``cnn``; ``dim`` only by ``counter``.
+    """
+    if name not in MODEL_NAMES:
+        raise SpecError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+    n_features = _as_int(n_features, "n_features")
+    n_classes = _as_int(n_classes, "n_classes")
+    if n_features < 0:
+        raise SpecError(f"n_features must be >= 0, got {n_features}")
+    if name == "counter":
+        d = n_features if dim is None else _as_int(dim, "dim")
+        if d < 1:
+            raise SpecError("the counter model needs dim >= 1: pass dim=... (or data with features)")
+        return Model(name, n_features, n_classes, (), None, d)
+    if dim is not None:
+        raise SpecError(f"dim is only for the counter model, not {name!r}: drop it")
+    if n_features < 1:
+        raise SpecError(f"model {name!r} needs data with at least one feature, got n_features={n_features}")
+    if name == "quadratic":
+        return Model(name, n_features, n_classes, (), None, 0)
+    if n_classes < 2:
+        raise SpecError(f"model {name!r} needs n_classes >= 2, got {n_classes}")
+    hid: tuple[int, ...] = ()
+    if name != "softmax":
+        if isinstance(hidden, int | str):
+            hidden = (hidden,)  # type: ignore[assignment]
+        hid = tuple(_as_int(h, "hidden width") for h in hidden)
+        if any(h < 1 for h in hid):
+            raise SpecError(f"hidden widths must be >= 1, got {hid}: e.g. hidden=(128,)")
+        if name == "mlp" and not hid:
+            raise SpecError("an mlp needs at least one hidden layer: e.g. hidden=(128,), or use softmax")
+        if len(hid) + 1 > MAX_DENSE_LAYERS:
+            raise SpecError(f"at most {MAX_DENSE_LAYERS - 1} hidden layers, got {len(hid)}")
+    if name != "cnn":
+        if input_shape is not None and _prod(input_shape) != n_features:
+            raise SpecError(f"input_shape {tuple(input_shape)} does not match n_features={n_features}")
+        return Model(name, n_features, n_classes, hid, None, 0)
+    if input_shape is None:
+        if n_features == 784:
+            input_shape = (1, 28, 28)
+        elif n_features == 3072:
+            input_shape = (3, 32, 32)
+        else:
+            raise SpecError(f"the cnn needs image input (1x28x28 = 784 or 3x32x32 = 3072 features), got "
+                            f"n_features={n_features}: use mnist-like data or pass input_shape=(C, H, W)")
+    shape = tuple(_as_int(v, "input_shape entry") for v in input_shape)
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3 or shape[0] < 1:
+        raise SpecError(f"the cnn needs input_shape (C, H, W), got {tuple(input_shape)}")
+    if _prod(shape) != n_features:
+        raise SpecError(f"the cnn input_shape {shape} has {_prod(shape)} values but the data has "
+                        f"n_features={n_features}: pass a matching input_shape")
+    if min(shape[1], shape[2]) < 10:
+        raise SpecError(f"the cnn needs images of at least 10x10 (two conv3x3 + pool2 stages), got {shape}")
+    return Model(name, n_features, n_classes, hid, shape, 0)
+
+
+def _prod(values: Sequence[int]) -> int:
+    out = 1
+    for v in values:
+        out *= int(v)
+    return out
