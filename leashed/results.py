@@ -227,6 +227,9 @@ class RunResult:
         try:
             with os.fdopen(fd, "wb") as fh:
                 np.savez_compressed(fh, **arrays)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary files
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,29 @@
+"""``leashed report RESULT... --out DIR``: one HTML page of a set of runs (see :mod:`.report`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from leashed.analysis.staleness import DEFAULT_MODELS, FIT_MODELS, parse_models
+from leashed.results import RunResult
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", nargs="+", metavar="RESULT",
+                        help="results files (.npz), runtime and/or sim")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="report folder (index.html + figures/); replaced as a whole if leashed wrote it")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help=f"staleness models to fit, from {','.join(FIT_MODELS)} (default: %(default)s)")
+    parser.add_argument("--title", help="page title")
+
+
+def run(args: argparse.Namespace) -> int:
+    models = parse_models(args.models)
+    results = [RunResult.load(path) for path in args.results]
+    from leashed.analysis.report import build_report  # matplotlib only once the inputs are good
+
+    index = build_report(results, args.out, files=[str(p) for p in args.results], models=models,
+                         title=args.title)
+    print(index)
+    return 0

@@ -1,0 +1,65 @@
+"""``leashed fit``, ``leashed compare`` and ``leashed report`` as a user runs them."""
+
+import json
+
+import numpy as np
+from analysis_synth import make_run
+
+from leashed.analysis.steps import step_table_from_fit
+
+from conftest import assert_one_line_error, run_cli
+
+
+def test_fit_writes_table_json_and_plot(tmp_path):
+    a = make_run(threads=4, seed=1).save(tmp_path / "m4.npz")
+    out, png = tmp_path / "fit.json", tmp_path / "fit.png"
+    proc = run_cli("fit", str(a), "--out", str(out), "--plot", str(png))
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert [r[1].rstrip("*") for r in rows][-1] == "poisson"  # worst AIC last on geometric data
+    aic = [float(r[-3]) for r in rows]
+    assert aic == sorted(aic)
+    data = json.loads(out.read_text())
+    assert data["format"] == "leashed-staleness-fit" and data["format_version"] == 1
+    entry = data["results"][0]
+    assert entry["n"] == 4000 and entry["best"] == entry["fits"][0]["model"]
+    assert {f["model"] for f in entry["fits"]} == {"poisson", "geometric", "cmp", "negbin"}
+    assert png.stat().st_size > 1000
+    assert len(step_table_from_fit(out)) > 1
+
+
+def test_fit_unreadable_file_is_one_error_line_and_no_output(tmp_path):
+    out, png = tmp_path / "fit.json", tmp_path / "fit.png"
+    good = make_run(threads=2).save(tmp_path / "good.npz")
+    assert_one_line_error(run_cli("fit", str(good), str(tmp_path / "missing.npz"), "--out", str(out),
+                                  "--plot", str(png)), "does not exist")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(good.read_bytes()[:200])
+    assert_one_line_error(run_cli("fit", str(bad), "--out", str(out)), "truncated or corrupt")
+    seq = make_run(np.zeros(50, int), algorithm="seq", threads=1).save(tmp_path / "seq.npz")
+    assert_one_line_error(run_cli("fit", str(seq), "--out", str(out)), "staleness 0")
+    assert_one_line_error(run_cli("fit", str(good), "--models", "poisson,weibull"), "unknown staleness model")
+    assert not out.exists() and not png.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz", "good.npz", "seq.npz"]
+
+
+def test_compare_and_report_commands(tmp_path):
+    files = []
+    for m in (2, 4):
+        files.append(make_run(threads=m, seed=m, source="sim").save(tmp_path / f"sim{m}.npz"))
+        files.append(make_run(threads=m, seed=10 + m).save(tmp_path / f"run{m}.npz"))
+    proc = run_cli("compare", *map(str, files), "--out", str(tmp_path / "cmp"))
+    assert proc.returncode == 0, proc.stderr
+    assert "verdict: consistent (2 pairs)" in proc.stdout
+    data = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert data["consistent"] and len(data["pairs"]) == 2
+    assert (tmp_path / "cmp" / "staleness_mean.png").exists()
+    assert_one_line_error(run_cli("compare", str(files[1]), str(files[3])), "only runtime")
+
+    proc = run_cli("report", *map(str, files), "--out", str(tmp_path / "rep"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("index.html")
+    assert (tmp_path / "rep" / "index.html").exists()
+    assert_one_line_error(run_cli("report", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "rep2")),
+                          "does not exist")
+    assert not (tmp_path / "rep2").exists()
