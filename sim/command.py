@@ -1,0 +1,189 @@
+"""``leashed simulate``: simulate M worker threads with SimPy and write a results file (``source: sim``).
+
+Examples (docs/simulator.md)::
+
+    leashed simulate --algorithm leashed --threads 16 --compute-time gamma:mean=2ms,cv=0.2 \\
+        --update-time const:200us --updates 20000 --out sim.npz
+    leashed simulate --calibrate-from runtime.npz --threads 64 --out predicted.npz
+    leashed simulate --algorithm lock --threads 4 --compute-time exp:mean=1ms --update-time const:50us \\
+        --model quadratic --lr 0.1 --batch-size 16 --updates 2000 --out grads.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from leashed.errors import LeashedError, SpecError
+from leashed.results import RunResult
+from leashed.sim.simulate import DEFAULT_SAMPLES, run_simulation
+from leashed.sim.timing import TimingModel, from_result, parse_distribution
+from leashed.spec import ALGORITHMS, DATALESS_MODELS, MODELS, STEP_POLICIES, ExperimentSpec
+
+#: timing-only runs without --updates (and without a calibration file) simulate this many gradients
+DEFAULT_UPDATES = 10_000
+_MODEL_OPTIONS = ("dataset", "lr", "batch_size", "hidden", "dim", "epochs", "step_policy", "sparsifier",
+                  "evaluations")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("Timing strings: const:5us, exp:mean=1ms, gamma:mean=2ms,cv=0.2, "
+                     "lognormal:mean=2ms,cv=0.5, uniform:low=1ms,high=3ms, empirical:RUN.npz "
+                     "(units s, ms, us, ns; a bare number is seconds). See docs/simulator.md.")
+    what = parser.add_argument_group("what to simulate")
+    what.add_argument("--algorithm", choices=ALGORITHMS, help="algorithm (papers.md §2); default leashed, "
+                      "or the calibration file's")
+    what.add_argument("--threads", type=int, metavar="M", help="simulated worker threads (required, except "
+                      "for seq and with --calibrate-from: the file's)")
+    what.add_argument("--persistence", metavar="P", help="leashed: failed CAS attempts before a gradient "
+                      "is dropped, or inf (default inf)")
+    what.add_argument("--updates", type=int, metavar="N", help="gradients computed in total, committed + "
+                      f"dropped (default {DEFAULT_UPDATES} without a model, else epochs x batches)")
+    what.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
+    timing = parser.add_argument_group("timing model")
+    timing.add_argument("--compute-time", metavar="DIST", help="gradient compute time C, e.g. "
+                        "gamma:mean=2ms,cv=0.2")
+    timing.add_argument("--update-time", metavar="DIST", help="update time U = copy + apply, e.g. const:20us")
+    timing.add_argument("--copy-fraction", type=float, metavar="F", help="share of U spent copying "
+                        "(default 0.5)")
+    timing.add_argument("--bus-contention", type=float, metavar="F", help="memory-bus contention: U "
+                        "scales by 1 + F*(concurrent copies - 1) (default 0)")
+    timing.add_argument("--calibrate-from", metavar="RUN.npz", help="take the timing model (empirical "
+                        "compute and per-attempt update times) and the spec defaults from a runtime "
+                        "results file")
+    model = parser.add_argument_group("with-gradients mode (slow: one real gradient per simulated one)")
+    model.add_argument("--with-gradients", action="store_true", help="apply real model gradients (the "
+                       "calibration file's model unless --model is given)")
+    model.add_argument("--model", choices=MODELS, help="model; implies --with-gradients")
+    model.add_argument("--dataset", help="data set (default mnist; none for counter, synthetic for "
+                       "quadratic)")
+    model.add_argument("--lr", type=float, help="base step size")
+    model.add_argument("--batch-size", type=int, help="mini-batch size")
+    model.add_argument("--hidden", help="hidden layer widths, e.g. 128 or 128,128")
+    model.add_argument("--dim", type=int, help="parameters of counter / features of synthetic data")
+    model.add_argument("--epochs", type=int, help="passes over the data when --updates is not given")
+    model.add_argument("--step-policy", choices=[p for p in STEP_POLICIES if p != "normalised"],
+                       help="staleness-adaptive step (papers.md §3.1)")
+    model.add_argument("--sparsifier", help="none, topk:K or randk:K (K a count or a percentage)")
+    model.add_argument("--error-memory", action="store_true", help="error feedback for the sparsifier")
+    model.add_argument("--evaluations", type=int, help="loss evaluations over the run (default 20)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", required=True, metavar="FILE", help="results file to write (.npz)")
+    out.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, metavar="N",
+                     help=f"periodic samples of live vectors and version (default {DEFAULT_SAMPLES})")
+    out.add_argument("--quiet", action="store_true", help="no summary line, no progress bar")
+
+
+def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
+    """The spec, timing model and mode the command line asks for (SpecError on bad input)."""
+    gradients = bool(args.with_gradients or args.model is not None)
+    given = {name for name in _MODEL_OPTIONS if getattr(args, name) is not None}
+    if args.error_memory:
+        given.add("error_memory")
+    if given and not gradients:
+        names = ", ".join("--" + n.replace("_", "-") for n in sorted(given))
+        raise SpecError(f"{names}: only for the with-gradients mode: add --model (or --with-gradients)")
+    calibration: RunResult | None = None
+    if args.calibrate_from:
+        calibration = RunResult.load(args.calibrate_from)
+        base = calibration.spec
+    else:
+        base = ExperimentSpec(algorithm="leashed", model="counter", dataset="none")
+        if gradients and args.model is None:
+            raise SpecError("--with-gradients without --calibrate-from needs --model")
+    changes: dict[str, Any] = {}
+    for name in ("algorithm", "threads", "seed", "lr", "batch_size", "dim", "epochs", "step_policy",
+                 "sparsifier", "evaluations"):
+        value = getattr(args, name)
+        if value is not None:
+            changes[name] = value
+    if args.persistence is not None:
+        changes["persistence"] = args.persistence
+    if args.error_memory:
+        changes["error_memory"] = True
+    if args.hidden is not None:
+        try:
+            changes["hidden"] = tuple(int(h) for h in str(args.hidden).split(",") if h.strip())
+        except ValueError:
+            raise SpecError(f"--hidden must be comma-separated integers like 128,128, not {args.hidden!r}") \
+                from None
+    if args.model is not None:
+        changes["model"] = args.model
+        if args.dataset is None:
+            changes["dataset"] = DATALESS_MODELS.get(args.model, "mnist")
+    if args.dataset is not None:
+        changes["dataset"] = args.dataset
+    if "threads" not in changes and calibration is None and changes.get("algorithm", "leashed") != "seq":
+        raise SpecError("how many workers? pass --threads M")
+
+    # timing model: explicit strings win, then the calibration file
+    copy_fraction = 0.5 if args.copy_fraction is None else args.copy_fraction
+    contention = 0.0 if args.bus_contention is None else args.bus_contention
+    if calibration is not None:
+        measured = from_result(calibration, source=str(args.calibrate_from), copy_fraction=copy_fraction,
+                               bus_contention=contention)
+        compute_text = args.compute_time or f"empirical:{args.calibrate_from}"
+        update_text = args.update_time or f"empirical:{args.calibrate_from}"
+        compute = parse_distribution(args.compute_time, "compute") if args.compute_time else measured.compute
+        update = parse_distribution(args.update_time, "update") if args.update_time else measured.update
+        timing = TimingModel(compute, update, copy_fraction, contention, notes=measured.notes)
+    else:
+        if not args.compute_time or not args.update_time:
+            missing = " and ".join(f"--{n}" for n, v in (("compute-time", args.compute_time),
+                                                        ("update-time", args.update_time)) if not v)
+            raise SpecError(f"missing {missing}: give distributions like gamma:mean=2ms,cv=0.2 and "
+                            f"const:20us, or --calibrate-from a runtime results file")
+        compute_text, update_text = args.compute_time, args.update_time
+        timing = TimingModel.parse(compute_text, update_text, copy_fraction, contention)
+    changes["compute_time"] = compute_text
+    changes["update_time"] = update_text
+
+    if args.updates is not None:
+        changes["updates"] = args.updates
+    elif not gradients and base.updates is None:
+        changes["updates"] = len(calibration.updates) if calibration is not None else DEFAULT_UPDATES
+    extra = {**base.extra, "copy_fraction": copy_fraction, "bus_contention": contention}
+    if calibration is not None:
+        extra["calibrated_from"] = str(args.calibrate_from)
+    changes["extra"] = extra
+    spec = base.replace(**changes)
+    if args.samples < 1:
+        raise SpecError(f"--samples must be a positive integer, not {args.samples}")
+    return spec, timing, gradients
+
+
+def run(args: argparse.Namespace) -> int:
+    spec, timing, gradients = build(args)
+    out = Path(args.out)
+    if out.is_dir():
+        raise LeashedError(f"--out {out} is a directory; give a file name like {out / 'sim.npz'}")
+    progress = not args.quiet and sys.stderr.isatty()
+    sim = run_simulation(spec, timing, gradients=gradients, samples=args.samples, progress=progress)
+    try:
+        path = sim.result.save(out)
+    except OSError as exc:
+        raise LeashedError(f"cannot write {out}: {exc.strerror or exc}; choose another --out") from None
+    if not args.quiet:
+        print(_summary(sim.result, path))
+    return 0
+
+
+def _summary(result: RunResult, path: Path) -> str:
+    s = result.summary()
+    tau = s["staleness_mean"]
+    wall = s["wall_time_s"] or 0.0
+    rate = s["updates_per_s"]
+    text = (f"{result.spec.label()}: {s['updates_applied']} updates applied, {s['updates_dropped']} dropped, "
+            f"{wall:.6g} simulated s")
+    if rate is not None and math.isfinite(rate):
+        text += f" ({rate:.6g} updates/s)"
+    if tau is not None:
+        text += f", staleness mean {tau:.4g}"
+    if result.spec.algorithm == "leashed":
+        text += f", CAS failures {s['cas_failures']}"
+    if result.totals.get("diverged_at") not in (None, -1):
+        text += f", DIVERGED at version {result.totals['diverged_at']}"
+    return f"{text} -> {path}"

@@ -1,0 +1,276 @@
+"""The simulator's driver: build the SimPy run of an :class:`ExperimentSpec`, run it, assemble a RunResult.
+
+``simulate(spec)`` returns a :class:`~leashed.results.RunResult` with ``source == "sim"`` in the
+runtime's format (architecture.md: one type, one file format), so every analysis reads both. All times
+are simulated seconds. ``run_simulation`` also returns the internal trace (tickets, lock instants, the
+live-vector intervals) that the tests and the claims of papers.md §6 need.
+
+Timing-only mode (the default) is fast: no arithmetic, only who commits when. With-gradients mode
+(``gradients=True``) applies real model gradients in simulated order (:mod:`leashed.sim.gradients`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import simpy
+from simpy.core import EmptySchedule
+
+from leashed.errors import SpecError
+from leashed.results import RunResult, Samples, UpdateLog, machine_metadata
+from leashed.sim.processes import LOCK_MODELS, RECORD_FIELDS, RECORD_WIDTH, WORKERS, Halt, Shared
+from leashed.sim.timing import TimingModel, worker_streams
+from leashed.spec import ExperimentSpec
+
+__all__ = ["DEFAULT_SAMPLES", "Simulation", "live_vector_stats", "live_vectors_at", "lock_read_waiters",
+           "run_simulation", "simulate", "timing_of"]
+
+DEFAULT_SAMPLES = 500
+_CHUNK = 1 << 15  # SimPy steps between progress updates
+
+
+@dataclass
+class Simulation:
+    """A finished simulation: the result plus the simulator's own trace (not stored in the file)."""
+
+    result: RunResult
+    #: per record (commit order), the fields of ``processes.RECORD_FIELDS`` as float64 columns
+    records: dict[str, np.ndarray]
+    #: leashed: the instants vectors were allocated / recycled (sorted); others: empty
+    live_alloc: np.ndarray
+    live_free: np.ndarray
+    events: int
+    elapsed_s: float
+
+    @property
+    def wall_time(self) -> float:
+        return float(self.result.totals["wall_time_s"])
+
+
+def timing_of(spec: ExperimentSpec) -> TimingModel:
+    """The timing model a spec names (``compute_time``, ``update_time``; copy fraction and bus
+    contention in ``spec.extra``)."""
+    if not spec.compute_time or not spec.update_time:
+        raise SpecError("the simulator needs --compute-time and --update-time (e.g. gamma:mean=2ms,cv=0.2 "
+                        "and const:20us), or --calibrate-from a runtime results file")
+    return TimingModel.parse(spec.compute_time, spec.update_time,
+                             float(spec.extra.get("copy_fraction", 0.5)),
+                             float(spec.extra.get("bus_contention", 0.0)))
+
+
+def simulate(spec: ExperimentSpec, timing: TimingModel | None = None, *, gradients: bool = False,
+             samples: int = DEFAULT_SAMPLES, progress: bool = False) -> RunResult:
+    """Simulate ``spec`` and return its RunResult (``source == "sim"``). See :func:`run_simulation`."""
+    return run_simulation(spec, timing, gradients=gradients, samples=samples, progress=progress).result
+
+
+def run_simulation(spec: ExperimentSpec, timing: TimingModel | None = None, *, gradients: bool = False,
+                   samples: int = DEFAULT_SAMPLES, progress: bool = False,
+                   metadata: bool = True, lock_model: str = "fifo") -> Simulation:
+    """Simulate ``spec.threads`` workers of ``spec.algorithm`` for ``spec.updates`` gradients.
+
+    ``timing`` defaults to :func:`timing_of(spec) <timing_of>`. ``gradients`` turns on the
+    with-gradients mode (model, data set, lr, batch size, step policy of the spec; the gradient count
+    then defaults to ``spec.total_gradients``). ``samples`` is the number of periodic samples of live
+    vectors and version over the simulated run. ``metadata=False`` skips the machine description
+    (git, BLAS; for tests and benchmarks) and records only the seed. ``lock_model="resource"`` runs
+    ``lock`` with a ``simpy.Resource`` mutex (the slower reference of the default FIFO-server model).
+    """
+    timing = timing or timing_of(spec)
+    if samples < 1:
+        raise SpecError(f"samples must be a positive integer, not {samples}")
+    engine = None
+    if gradients:
+        from leashed.sim.gradients import GradientEngine
+
+        engine = GradientEngine(spec)
+        n_total = spec.total_gradients(engine.data.n_train)
+    elif spec.updates is None:
+        raise SpecError("a timing-only simulation needs the number of gradients: pass --updates N")
+    else:
+        n_total = spec.updates
+    m = spec.threads
+    persistence = spec.persistence if spec.algorithm == "leashed" else math.inf
+    eval_points: list[int] = []
+    if engine is not None and spec.evaluations > 0:
+        n_versions = -(-n_total // m) if spec.algorithm == "sync" else n_total  # sync: a version is a round
+        eval_points = sorted({max(1, round(j * n_versions / spec.evaluations))
+                              for j in range(1, spec.evaluations + 1)})
+
+    env = simpy.Environment()
+    shared = Shared(env, m, n_total, persistence, timing.copy_fraction, timing.bus_contention, engine,
+                    eval_points)
+    if engine is not None and spec.evaluations > 0:
+        shared.evaluate(0, 0.0)
+    worker = WORKERS[spec.algorithm]
+    if spec.algorithm == "lock":
+        if lock_model not in LOCK_MODELS or (lock_model != "fifo" and engine is not None):
+            raise SpecError(f"lock model must be one of {', '.join(LOCK_MODELS)} (resource: timing only)")
+        worker = LOCK_MODELS[lock_model]
+    for i, (cs, us) in enumerate(worker_streams(timing, spec.seed, m)):
+        env.process(worker(shared, i, cs, us))
+
+    bar = _progress_bar(n_total, progress)
+    started = time.perf_counter()
+    events = n = 0
+    step = env.step
+    try:
+        while True:
+            for n in range(_CHUNK):  # noqa: B007 - n counts the steps of an unfinished chunk
+                step()
+            events += _CHUNK
+            n = 0
+            if bar is not None:
+                bar.update(shared.next_ticket - bar.n)
+    except EmptySchedule:
+        events += n
+    except Halt:
+        events += n + 1
+    elapsed = time.perf_counter() - started
+    if bar is not None:
+        bar.update(shared.next_ticket - bar.n)
+        bar.close()
+    return _assemble(spec, timing, shared, engine, samples, elapsed, events, metadata)
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=total, unit="grad", desc="simulate", leave=False, dynamic_ncols=True)
+
+
+# ------------------------------------------------------------------------------------------- assembly
+def _assemble(spec: ExperimentSpec, timing: TimingModel, sh: Shared, engine: Any, n_samples: int,
+              elapsed: float, events: int, with_metadata: bool) -> Simulation:
+    # a view of the records buffer (no copy: the buffer is never extended again)
+    rows = np.frombuffer(sh.rec, dtype=np.float64).reshape(-1, RECORD_WIDTH) \
+        if len(sh.rec) else np.zeros((0, RECORD_WIDTH))
+    rec = {name: rows[:, j] for j, name in enumerate(RECORD_FIELDS)}
+    dropped = rec["dropped"] > 0
+    version_read = rec["version_read"].astype(np.int64)
+    version_commit = rec["version_commit"].astype(np.int64)
+    staleness = np.where(dropped, -1, version_commit - version_read)
+    attempts = rec["attempts"].astype(np.int32)
+    updates = UpdateLog(thread=rec["thread"].astype(np.int32), version_read=version_read,
+                        version_commit=version_commit, staleness=staleness, attempts=attempts,
+                        dropped=dropped, t_start=rec["t_start"], t_grad=rec["t_grad"],
+                        t_commit=rec["t_commit"])
+    end = float(sh.env.now)
+    m = spec.threads
+    final = int(sh.vserial if spec.algorithm == "lock" else sh.version)
+
+    # live vectors: leashed from the allocation / recycle instants, constant for the baselines
+    if spec.algorithm == "leashed":
+        alloc = np.sort(np.concatenate(([0.0], rec["t_grad"])))
+        free = np.sort(np.concatenate((np.frombuffer(sh.vfree, dtype=np.float64), rec["t_commit"][dropped])))
+    else:
+        alloc = free = np.zeros(0)
+    constant_live = {"seq": 1, "sync": 1, "lock": m + 1, "hogwild": m + 1}.get(spec.algorithm)
+
+    # the version published at each instant: the committed updates' instants (hogwild: the fetch-and-add)
+    # are in version order, each producing version_commit + 1 (sync: all of a round produce one version)
+    commit_instant = (rec["t_grad"] if spec.algorithm == "hogwild" else rec["t_commit"])[~dropped]
+    produced = version_commit[~dropped] + 1
+    order_c = np.lexsort((produced, commit_instant))
+    commit_times, produced = commit_instant[order_c], np.concatenate(([0], produced[order_c]))
+    grid = end * np.arange(n_samples + 1) / n_samples
+    times = [grid]
+    losses = [np.full(len(grid), np.nan)]
+    accs = [np.full(len(grid), np.nan)]
+    evals = sh.evals
+    if engine is not None:
+        final_version = final
+        if sh.diverged_at is None and not engine.finite():
+            sh.diverged_at = final_version
+        if sh.diverged_at is None and (not evals or evals[-1][1] != final_version):
+            loss, acc = engine.evaluate()
+            evals.append((end, final_version, loss, acc))
+    if evals:
+        ev = np.array(evals, dtype=np.float64).reshape(-1, 4)
+        times.append(ev[:, 0])
+        losses.append(ev[:, 2])
+        accs.append(ev[:, 3])
+    sample_time = np.concatenate(times)
+    order = np.argsort(sample_time, kind="stable")
+    sample_time = sample_time[order]
+    live = (live_vectors_at(alloc, free, sample_time) if constant_live is None
+            else np.full(len(sample_time), constant_live))
+    samples = Samples(time=sample_time,
+                      version=produced[np.searchsorted(commit_times, sample_time, side="right")],
+                      live_vectors=live, loss=np.concatenate(losses)[order],
+                      accuracy=np.concatenate(accs)[order])
+
+    applied = int((~dropped).sum())
+    failures = int(attempts.sum() - applied) if spec.algorithm == "leashed" else 0
+    totals = {"updates_applied": applied, "updates_dropped": int(dropped.sum()), "cas_failures": failures,
+              "wall_time_s": end, "diverged_at": -1 if sh.diverged_at is None else sh.diverged_at,
+              "interrupted": False, "lost_updates": None}
+    if constant_live is None:
+        live_mean, live_max = live_vector_stats(alloc, free, end)
+    else:
+        live_mean, live_max = float(constant_live), constant_live
+    extra = {
+        "engine": "simpy",
+        "mode": "gradients" if engine is not None else "timing",
+        "timing": timing.describe(),
+        "total_gradients": int(sh.n_total),
+        "gradients_computed": int(len(rows)),
+        "final_version": final,
+        "cas_attempts": int(attempts.sum()),
+        "throughput": applied / end if end > 0 else None,
+        "live_vectors_mean": live_mean,
+        "live_vectors_max": live_max,
+        "sim_events": events,
+    }
+    if spec.algorithm == "sync":
+        extra["rounds"] = final
+    metadata = machine_metadata(seed=spec.seed) if with_metadata else {"seed": spec.seed}
+    metadata["sim_elapsed_s"] = elapsed
+    params = engine.theta.copy() if engine is not None else np.zeros(0, np.float32)
+    result = RunResult(spec=spec, source="sim", updates=updates, samples=samples, params=params,
+                       totals=totals, metadata=metadata, extra=extra)
+    return Simulation(result=result, records=rec, live_alloc=alloc, live_free=free, events=events,
+                      elapsed_s=elapsed)
+
+
+# ------------------------------------------------------------------------------------------- trace tools
+def live_vectors_at(alloc: np.ndarray, free: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Live vectors at each instant: allocated at or before it and not recycled at or before it."""
+    times = np.asarray(times, dtype=np.float64)
+    return (np.searchsorted(alloc, times, side="right") - np.searchsorted(free, times, side="right")) \
+        .astype(np.int32)
+
+
+def live_vector_stats(alloc: np.ndarray, free: np.ndarray, end: float) -> tuple[float, int]:
+    """(time average over [0, end], maximum) of the live-vector count; at equal instants recycling
+    happens before allocation."""
+    if len(alloc) == 0:
+        return 0.0, 0
+    peak = int(live_vectors_at(alloc, free, alloc).max())
+    freed = free[free <= end]
+    area = float(freed.sum() + (len(alloc) - len(freed)) * end - alloc.sum())
+    return (area / end if end > 0 else float(peak)), peak
+
+
+def lock_read_waiters(sim: Simulation) -> np.ndarray:
+    """``lock`` only: at each commit (the instant the commit acquires the lock), how many other threads
+    are waiting for the lock to read, or reading under it (papers.md §6.1: E[τ] = m − 1 − E[this]).
+
+    A thread waits to read from its read request (``t_start``) to the end of its read (``aux1``); the
+    committing thread's own read is over, so counting every read interval that contains the instant
+    counts exactly the others."""
+    if sim.result.spec.algorithm != "lock":
+        raise ValueError("lock_read_waiters needs a lock simulation")
+    rec = sim.records
+    requests = np.sort(rec["t_start"])
+    read_end = np.sort(rec["aux1"])
+    commit = rec["aux2"]
+    return np.searchsorted(requests, commit, side="right") - np.searchsorted(read_end, commit, side="right")

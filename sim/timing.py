@@ -1,0 +1,430 @@
+"""Timing models of the simulator: how long a gradient (compute, C) and an update attempt (U) take.
+
+A :class:`Distribution` is parsed from a short string (``parse_distribution``), e.g.
+
+==================================  ==========================================================
+``const:5us``                       always 5 µs (also ``const:value=5us``, ``constant:...``)
+``exp:mean=1``                      exponential with mean 1 s (also ``exp:1``, ``exponential:``)
+``gamma:mean=2ms,cv=0.2``           gamma with mean 2 ms and coefficient of variation 0.2
+``lognormal:mean=2ms,cv=0.5``       log-normal with that mean and coefficient of variation
+``uniform:low=1ms,high=3ms``        uniform on [1 ms, 3 ms]
+``empirical:FILE``                  resampled (with replacement) from measured times: a leashed
+                                    results file (``.npz``; compute or per-attempt update times,
+                                    see :func:`from_result`) or a text / ``.npy`` file of seconds
+==================================  ==========================================================
+
+Durations take a unit ``s``, ``ms``, ``us`` (or ``µs``) or ``ns``; a bare number is seconds. Anything
+malformed raises a one-line :class:`~leashed.errors.SpecError`.
+
+A :class:`TimingModel` pairs a compute and an update distribution with the split of an update into its
+copy and apply phases (``copy_fraction``; papers.md Table 2 uses copy ½ + apply ½) and the optional
+memory-bus contention factor F: an update that starts while n copies run (its own included) takes
+U·(1 + F·(n − 1)) (architecture.md, simulator rules; the factor is fixed when the update starts).
+
+Random times are drawn in numpy batches, one stream per worker and role, from
+``SeedSequence(seed).spawn(m)`` (:func:`worker_streams`): identical seeds give identical runs.
+
+:func:`from_result` calibrates a timing model from a runtime results file (architecture.md,
+"calibrated from a runtime result").
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from leashed.errors import SpecError
+
+if TYPE_CHECKING:
+    from leashed.results import RunResult
+
+__all__ = [
+    "Constant", "Distribution", "Empirical", "Exponential", "Gamma", "LogNormal", "TimingModel", "Uniform",
+    "from_result", "measured_times", "parse_distribution", "parse_duration", "worker_streams",
+]
+
+_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
+_DURATION = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*(s|ms|us|µs|μs|ns)?\s*$")
+_BATCH_MIN, _BATCH_MAX = 64, 4096
+
+
+def parse_duration(text: str, what: str = "duration") -> float:
+    """Seconds from ``'2ms'``, ``'5 us'``, ``'1e-3'`` (bare numbers are seconds); SpecError otherwise."""
+    match = _DURATION.match(str(text))
+    if not match:
+        raise SpecError(f"{what} must be a number with an optional unit s, ms, us or ns (e.g. 2ms), "
+                        f"not {text!r}")
+    value = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if not math.isfinite(value):
+        raise SpecError(f"{what} must be finite, not {text!r}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------- distributions
+class Distribution:
+    """A distribution of non-negative durations in seconds."""
+
+    name: str = ""
+
+    @property
+    def mean(self) -> float:
+        raise NotImplementedError
+
+    @property
+    def cv(self) -> float:
+        """Coefficient of variation (standard deviation / mean; 0 for a zero mean)."""
+        raise NotImplementedError
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` independent draws (float64 seconds)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The canonical string form; ``parse_distribution(d.describe())`` gives the same law."""
+        raise NotImplementedError
+
+    def stream(self, rng: np.random.Generator) -> Iterator[float]:
+        """An endless iterator of draws, taken from ``rng`` in batches (64 growing to 4096)."""
+        return _batched(self, rng)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"
+
+
+def _batched(dist: Distribution, rng: np.random.Generator) -> Iterator[float]:
+    n = _BATCH_MIN
+    while True:
+        yield from dist.sample(rng, n).tolist()
+        n = min(2 * n, _BATCH_MAX)
+
+
+def _fmt(seconds: float) -> str:
+    return repr(float(seconds))
+
+
+@dataclass(frozen=True, repr=False)
+class Constant(Distribution):
+    value: float
+    name = "const"
+
+    @property
+    def mean(self) -> float:
+        return self.value
+
+    @property
+    def cv(self) -> float:
+        return 0.0
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return np.full(n, self.value)
+
+    def stream(self, rng: np.random.Generator) -> Iterator[float]:
+        return itertools.repeat(float(self.value))
+
+    def describe(self) -> str:
+        return f"const:{_fmt(self.value)}"
+
+
+@dataclass(frozen=True, repr=False)
+class Exponential(Distribution):
+    mean_s: float
+    name = "exp"
+
+    @property
+    def mean(self) -> float:
+        return self.mean_s
+
+    @property
+    def cv(self) -> float:
+        return 1.0
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.exponential(self.mean_s, n)
+
+    def describe(self) -> str:
+        return f"exp:mean={_fmt(self.mean_s)}"
+
+
+@dataclass(frozen=True, repr=False)
+class Gamma(Distribution):
+    """Gamma with the given mean and cv: shape 1/cv², scale mean·cv²."""
+
+    mean_s: float
+    cv_: float
+    name = "gamma"
+
+    @property
+    def mean(self) -> float:
+        return self.mean_s
+
+    @property
+    def cv(self) -> float:
+        return self.cv_
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        if self.cv_ == 0:
+            return np.full(n, self.mean_s)
+        shape = 1.0 / self.cv_**2
+        return rng.gamma(shape, self.mean_s / shape, n)
+
+    def describe(self) -> str:
+        return f"gamma:mean={_fmt(self.mean_s)},cv={_fmt(self.cv_)}"
+
+
+@dataclass(frozen=True, repr=False)
+class LogNormal(Distribution):
+    """Log-normal with the given mean and cv: σ² = ln(1 + cv²), μ = ln(mean) − σ²/2."""
+
+    mean_s: float
+    cv_: float
+    name = "lognormal"
+
+    @property
+    def mean(self) -> float:
+        return self.mean_s
+
+    @property
+    def cv(self) -> float:
+        return self.cv_
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        if self.cv_ == 0:
+            return np.full(n, self.mean_s)
+        sigma2 = math.log1p(self.cv_**2)
+        return rng.lognormal(math.log(self.mean_s) - sigma2 / 2, math.sqrt(sigma2), n)
+
+    def describe(self) -> str:
+        return f"lognormal:mean={_fmt(self.mean_s)},cv={_fmt(self.cv_)}"
+
+
+@dataclass(frozen=True, repr=False)
+class Uniform(Distribution):
+    low: float
+    high: float
+    name = "uniform"
+
+    @property
+    def mean(self) -> float:
+        return (self.low + self.high) / 2
+
+    @property
+    def cv(self) -> float:
+        return (self.high - self.low) / math.sqrt(12) / self.mean if self.mean > 0 else 0.0
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.uniform(self.low, self.high, n)
+
+    def describe(self) -> str:
+        return f"uniform:low={_fmt(self.low)},high={_fmt(self.high)}"
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class Empirical(Distribution):
+    """Resampling with replacement from measured durations (seconds)."""
+
+    samples: np.ndarray
+    source: str = "samples"
+    name = "empirical"
+
+    def __post_init__(self) -> None:
+        values = np.asarray(self.samples, dtype=np.float64).ravel()
+        values = values[np.isfinite(values)]
+        if len(values) == 0:
+            raise SpecError(f"empirical timing from {self.source} has no finite measured times; "
+                            f"use a run with recorded updates")
+        if values.min() < 0:
+            raise SpecError(f"empirical timing from {self.source} has negative times "
+                            f"(min {values.min():.3g} s); check the file")
+        values = np.ascontiguousarray(values)
+        values.setflags(write=False)
+        object.__setattr__(self, "samples", values)
+
+    @property
+    def mean(self) -> float:
+        return float(self.samples.mean())
+
+    @property
+    def cv(self) -> float:
+        mean = self.mean
+        return float(self.samples.std() / mean) if mean > 0 else 0.0
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return self.samples[rng.integers(0, len(self.samples), n)]
+
+    def describe(self) -> str:
+        return f"empirical:{self.source}"
+
+
+# ------------------------------------------------------------------------------------------- parsing
+_KINDS = {"const": "const", "constant": "const", "exp": "exp", "exponential": "exp", "gamma": "gamma",
+          "lognormal": "lognormal", "lognorm": "lognormal", "uniform": "uniform", "empirical": "empirical"}
+_PARAMS = {"const": ("value",), "exp": ("mean",), "gamma": ("mean", "cv"), "lognormal": ("mean", "cv"),
+           "uniform": ("low", "high")}
+_EXAMPLES = "e.g. const:5us, exp:mean=1ms, gamma:mean=2ms,cv=0.2, uniform:low=1ms,high=3ms"
+
+
+def parse_distribution(text: str, role: str = "compute", what: str | None = None) -> Distribution:
+    """Parse a timing string (module docstring); ``role`` (``compute`` or ``update``) selects which
+    measured times an ``empirical:RESULTS.npz`` file provides. Raises a one-line SpecError."""
+    what = what or f"{role} time"
+    if not isinstance(text, str) or not text.strip():
+        raise SpecError(f"{what} must be a distribution like {_EXAMPLES}, not {text!r}")
+    kind_text, sep, rest = text.strip().partition(":")
+    kind = _KINDS.get(kind_text.strip().lower())
+    if kind is None or not sep or not rest.strip():
+        raise SpecError(f"{what} {text!r} is not a distribution: use KIND:PARAMS with KIND one of const, "
+                        f"exp, gamma, lognormal, uniform, empirical ({_EXAMPLES})")
+    if kind == "empirical":
+        return _empirical_from_file(rest.strip(), role, what)
+    names = _PARAMS[kind]
+    values: dict[str, float] = {}
+    for i, part in enumerate(p.strip() for p in rest.split(",")):
+        key, eq, value = part.partition("=")
+        if not eq:  # positional: const:5us, exp:1ms
+            if i != 0 or len(names) != 1:
+                raise SpecError(f"{what} {text!r}: write parameters as NAME=VALUE "
+                                f"({', '.join(names)}), {_EXAMPLES}")
+            key, value = names[0], part
+        key = key.strip().lower()
+        if key == "mean" and kind == "const":
+            key = "value"
+        if key not in names:
+            raise SpecError(f"{what} {text!r}: unknown parameter {key!r} for {kind}; "
+                            f"it takes {', '.join(names)}")
+        if key in values:
+            raise SpecError(f"{what} {text!r}: parameter {key!r} given twice")
+        if key == "cv":
+            try:
+                values[key] = float(value)
+            except ValueError:
+                raise SpecError(f"{what} {text!r}: cv must be a number, not {value.strip()!r}") from None
+            if not math.isfinite(values[key]):
+                raise SpecError(f"{what} {text!r}: cv must be finite")
+        else:
+            values[key] = parse_duration(value, f"{what} {key}")
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise SpecError(f"{what} {text!r}: missing {', '.join(missing)} (write {kind}:"
+                        + ",".join(f"{n}=..." for n in names) + ")")
+    if kind == "const":
+        if values["value"] < 0:
+            raise SpecError(f"{what} {text!r}: a duration cannot be negative")
+        return Constant(values["value"])
+    if kind == "uniform":
+        low, high = values["low"], values["high"]
+        if low < 0 or high < low:
+            raise SpecError(f"{what} {text!r}: need 0 <= low <= high")
+        return Uniform(low, high)
+    mean = values["mean"]
+    if mean <= 0:
+        raise SpecError(f"{what} {text!r}: the mean must be positive (for zero time use const:0)")
+    if kind == "exp":
+        return Exponential(mean)
+    cv = values["cv"]
+    if cv < 0:
+        raise SpecError(f"{what} {text!r}: cv must be >= 0")
+    return Gamma(mean, cv) if kind == "gamma" else LogNormal(mean, cv)
+
+
+def _empirical_from_file(path_text: str, role: str, what: str) -> Distribution:
+    path = Path(path_text).expanduser()
+    if not path.exists():
+        raise SpecError(f"{what}: empirical timing file {path} does not exist; check the path")
+    if path.suffix == ".npz":
+        from leashed.results import RunResult
+
+        compute, update = measured_times(RunResult.load(path))
+        values = compute if role == "compute" else update
+    else:
+        try:
+            values = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=None, ndmin=1)
+        except (OSError, ValueError) as exc:
+            raise SpecError(f"{what}: cannot read empirical times from {path} ({type(exc).__name__}); "
+                            f"give a .npy or a text file of seconds, one per line") from None
+    return Empirical(np.asarray(values, dtype=np.float64), source=str(path_text))
+
+
+# ------------------------------------------------------------------------------------------- timing model
+@dataclass(frozen=True)
+class TimingModel:
+    """Compute and update distributions, the copy share of an update, the bus-contention factor F."""
+
+    compute: Distribution
+    update: Distribution
+    copy_fraction: float = 0.5
+    bus_contention: float = 0.0
+    notes: dict[str, object] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.copy_fraction <= 1.0):
+            raise SpecError(f"copy fraction must be in [0, 1], not {self.copy_fraction!r}")
+        if not (math.isfinite(self.bus_contention) and self.bus_contention >= 0):
+            raise SpecError(f"bus contention must be a finite number >= 0, not {self.bus_contention!r}")
+
+    @classmethod
+    def parse(cls, compute: str, update: str, copy_fraction: float = 0.5,
+              bus_contention: float = 0.0) -> TimingModel:
+        return cls(parse_distribution(compute, "compute"), parse_distribution(update, "update"),
+                   copy_fraction, bus_contention)
+
+    @property
+    def ratio(self) -> float:
+        """r = E[C] / E[U] (papers.md §1); inf for zero-time updates."""
+        return self.compute.mean / self.update.mean if self.update.mean > 0 else math.inf
+
+    def describe(self) -> dict[str, object]:
+        return {"compute": self.compute.describe(), "update": self.update.describe(),
+                "compute_mean_s": self.compute.mean, "compute_cv": self.compute.cv,
+                "update_mean_s": self.update.mean, "update_cv": self.update.cv,
+                "copy_fraction": self.copy_fraction, "bus_contention": self.bus_contention, **self.notes}
+
+
+def worker_streams(timing: TimingModel, seed: int, m: int) -> list[tuple[Iterator[float], Iterator[float]]]:
+    """Per worker, endless (compute, update) draw iterators from ``SeedSequence(seed).spawn(m)``;
+    each worker's sequence splits again into a compute and an update stream."""
+    out = []
+    for child in np.random.SeedSequence(seed).spawn(m):
+        c_seq, u_seq = child.spawn(2)
+        out.append((timing.compute.stream(np.random.default_rng(c_seq)),
+                    timing.update.stream(np.random.default_rng(u_seq))))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- calibration
+def measured_times(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
+    """Measured (compute, update) times of a results file: compute = t_grad − t_start per gradient;
+    update = (t_commit − t_grad) / attempts, repeated once per attempt (a per-attempt sample)."""
+    log = result.updates
+    if len(log) == 0:
+        raise SpecError("the results file has no recorded updates to calibrate from; "
+                        "use a run with at least one update")
+    compute = np.asarray(log.t_grad - log.t_start, dtype=np.float64)
+    attempts = np.maximum(np.asarray(log.attempts, dtype=np.int64), 1)
+    share = np.asarray(log.t_commit - log.t_grad, dtype=np.float64) / attempts
+    ok = np.isfinite(compute) & np.isfinite(share)
+    compute = np.maximum(compute[ok], 0.0)
+    update = np.maximum(np.repeat(share[ok], attempts[ok]), 0.0)
+    if len(compute) == 0:
+        raise SpecError("the results file has no finite update timestamps to calibrate from")
+    return compute, update
+
+
+def from_result(result: RunResult, source: str = "result", copy_fraction: float = 0.5,
+                bus_contention: float = 0.0) -> TimingModel:
+    """A timing model resampling the compute and update times measured in a runtime run.
+
+    Compute time is t_grad − t_start, update time the per-attempt share of t_commit − t_grad (papers.md
+    §1: U = copy + apply (+ CAS)). For ``lock`` runs these include waiting for the lock, so the
+    calibrated model is meant for predicting the same machine, not for dissecting the lock.
+    """
+    compute, update = measured_times(result)
+    return TimingModel(Empirical(compute, source), Empirical(update, source), copy_fraction, bus_contention,
+                       notes={"calibrated_from": source, "calibration_source": result.source,
+                              "calibration_samples": int(len(compute))})
