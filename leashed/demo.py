@@ -1,0 +1,108 @@
+"""``leashed demo``: the built-in default experiment, end to end, in a few minutes on 2 cores.
+
+1. train ``leashed``, ``lock`` and ``hogwild`` for real at 2 threads on MNIST (MLP 784-128-10);
+2. calibrate the simulator from the leashed run and predict m = 2, 4, 8, 16 on this machine;
+3. fit the staleness models (papers.md §4) to every run;
+4. compare the prediction with the measurement at m = 2;
+5. write one HTML report of all of it; its path is printed last.
+
+Each step is the corresponding ``leashed`` command (the same parser and code), so the demo shows what to
+type: the commands are echoed as they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from leashed.errors import LeashedError
+
+DEMO_ALGORITHMS = ("leashed", "lock", "hogwild")
+PREDICT_THREADS = (2, 4, 8, 16)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="leashed-demo", help="output folder (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2, help="threads of the real runs (default: 2)")
+    parser.add_argument("--epochs", type=int, default=2, help="passes over MNIST per run (default: 2)")
+    parser.add_argument("--dataset", default="mnist", help="data set (default: mnist)")
+    parser.add_argument("--model", default="mlp", help="model (default: mlp, 784-128-10)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke-sized run (a fraction of an epoch; for tests)")
+
+
+def _command(argv: list[str]) -> int:
+    """Run one ``leashed`` subcommand in-process, echoing it as a user would type it."""
+    name = argv[0]
+    print(f"$ leashed {shlex.join(argv)}", flush=True)
+    from leashed.cli import COMMANDS
+
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"leashed {name}")
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(argv[1:])) or 0)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads < 1:
+        raise LeashedError(f"--threads must be at least 1, not {args.threads}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise LeashedError(f"--out {out} exists and is not a folder; choose another --out")
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    size = ["--updates", "300", "--evaluations", "5"] if args.quick else ["--epochs", str(args.epochs)]
+    common = ["--model", args.model, "--dataset", args.dataset, "--seed", str(args.seed), *size]
+
+    print(f"[1/5] training {', '.join(DEMO_ALGORITHMS)} for real at {args.threads} threads", flush=True)
+    trained = []
+    for algorithm in DEMO_ALGORITHMS:
+        path = runs / f"train-{algorithm}-m{args.threads}.npz"
+        _command(["train", "--algorithm", algorithm, "--threads", str(args.threads), *common,
+                  "--out", str(path)])
+        trained.append(path)
+    from leashed.analysis.plots import plot_training
+    from leashed.results import RunResult
+
+    curves = plot_training([RunResult.load(p) for p in trained], out / "training.png")
+    print(f"      training curves: {curves}", flush=True)
+
+    print(f"[2/5] simulating m = {', '.join(map(str, PREDICT_THREADS))} calibrated from the leashed run",
+          flush=True)
+    measured = trained[0]
+    predicted = []
+    for m in PREDICT_THREADS:
+        path = runs / f"sim-leashed-m{m}.npz"
+        _command(["simulate", "--calibrate-from", str(measured), "--threads", str(m), "--seed",
+                  str(args.seed), "--out", str(path)])
+        predicted.append(path)
+
+    print("[3/5] fitting staleness models", flush=True)
+    _command(["fit", *map(str, trained + predicted), "--out", str(out / "fit.json"),
+              "--plot", str(out / "fit.png")])
+
+    print(f"[4/5] comparing predicted with measured at m = {args.threads}", flush=True)
+    by_threads = dict(zip(PREDICT_THREADS, predicted, strict=True))
+    pair = by_threads.get(args.threads)
+    if pair is None:
+        pair = runs / f"sim-leashed-m{args.threads}.npz"
+        _command(["simulate", "--calibrate-from", str(measured), "--threads", str(args.threads),
+                  "--seed", str(args.seed), "--out", str(pair)])
+    _command(["compare", str(pair), str(measured), "--out", str(out / "compare")])
+
+    print("[5/5] writing the report", flush=True)
+    from leashed.analysis.report import build_report
+
+    files = trained + predicted
+    index = build_report([RunResult.load(p) for p in files], out / "report", files=[p.name for p in files],
+                         title=f"leashed demo: {args.model} on {args.dataset}, m = {args.threads}")
+    print(f"done in {time.perf_counter() - started:.0f} s; results in {runs}/", flush=True)
+    print(f"report: {index}")
+    sys.stdout.flush()
+    return 0
