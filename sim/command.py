@@ -7,6 +7,8 @@ Examples (docs/simulator.md)::
     leashed simulate --calibrate-from runtime.npz --threads 64 --out predicted.npz
     leashed simulate --algorithm lock --threads 4 --compute-time exp:mean=1ms --update-time const:50us \\
         --model quadratic --lr 0.1 --batch-size 16 --updates 2000 --out grads.npz
+    leashed simulate --algorithm leashed --threads 16 --compute-time gamma:mean=2ms,cv=0.2 \\
+        --update-time const:200us --sparsifier topk:1% --dim 101770 --updates 20000 --out sparse.npz
 """
 
 from __future__ import annotations
@@ -25,8 +27,7 @@ from leashed.spec import ALGORITHMS, DATALESS_MODELS, MODELS, STEP_POLICIES, Exp
 
 #: timing-only runs without --updates (and without a calibration file) simulate this many gradients
 DEFAULT_UPDATES = 10_000
-_MODEL_OPTIONS = ("dataset", "lr", "batch_size", "hidden", "dim", "epochs", "step_policy", "sparsifier",
-                  "evaluations")
+_MODEL_OPTIONS = ("dataset", "lr", "batch_size", "hidden", "epochs", "step_policy", "evaluations")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default 0.5)")
     timing.add_argument("--bus-contention", type=float, metavar="F", help="memory-bus contention: U "
                         "scales by 1 + F*(concurrent copies - 1) (default 0)")
+    timing.add_argument("--sparse-update-factor", type=float, metavar="F", help="with --sparsifier: the "
+                        "share of an update that stays dense, U' = U*(F + (1-F)*K/d) (default: the copy "
+                        "fraction for leashed, lock, hogwild; 0 for seq, sync)")
     timing.add_argument("--calibrate-from", metavar="RUN.npz", help="take the timing model (empirical "
                         "compute and per-attempt update times) and the spec defaults from a runtime "
                         "results file")
@@ -63,11 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--lr", type=float, help="base step size")
     model.add_argument("--batch-size", type=int, help="mini-batch size")
     model.add_argument("--hidden", help="hidden layer widths, e.g. 128 or 128,128")
-    model.add_argument("--dim", type=int, help="parameters of counter / features of synthetic data")
+    model.add_argument("--dim", type=int, help="parameters of counter / features of synthetic data (timing "
+                       "only: d of the counter model, for --sparsifier K/d)")
     model.add_argument("--epochs", type=int, help="passes over the data when --updates is not given")
     model.add_argument("--step-policy", choices=[p for p in STEP_POLICIES if p != "normalised"],
                        help="staleness-adaptive step (papers.md §3.1)")
-    model.add_argument("--sparsifier", help="none, topk:K or randk:K (K a count or a percentage)")
+    model.add_argument("--sparsifier", help="none, topk:K or randk:K (K a count or a percentage); timing "
+                       "only: scales the update time by K/d (--sparse-update-factor)")
     model.add_argument("--error-memory", action="store_true", help="error feedback for the sparsifier")
     model.add_argument("--evaluations", type=int, help="loss evaluations over the run (default 20)")
     out = parser.add_argument_group("output")
@@ -146,6 +152,14 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
     elif not gradients and base.updates is None:
         changes["updates"] = len(calibration.updates) if calibration is not None else DEFAULT_UPDATES
     extra = {**base.extra, "copy_fraction": copy_fraction, "bus_contention": contention}
+    if args.sparse_update_factor is not None:
+        factor = args.sparse_update_factor
+        if not (0.0 <= factor <= 1.0):
+            raise SpecError(f"--sparse-update-factor is the dense share of an update, in [0, 1], "
+                            f"not {factor}")
+        if changes.get("sparsifier", base.sparsifier) == "none":
+            raise SpecError("--sparse-update-factor needs a sparsifier: add --sparsifier topk:K or randk:K")
+        extra["sparse_update_factor"] = factor
     if calibration is not None:
         extra["calibrated_from"] = str(args.calibrate_from)
     changes["extra"] = extra

@@ -24,10 +24,10 @@ from leashed.errors import SpecError
 from leashed.results import RunResult, Samples, UpdateLog, machine_metadata
 from leashed.sim.processes import LOCK_MODELS, RECORD_FIELDS, RECORD_WIDTH, WORKERS, Halt, Shared
 from leashed.sim.timing import TimingModel, worker_streams
-from leashed.spec import ExperimentSpec
+from leashed.spec import ExperimentSpec, sparsifier_k
 
 __all__ = ["DEFAULT_SAMPLES", "Simulation", "live_vector_stats", "live_vectors_at", "lock_read_waiters",
-           "run_simulation", "simulate", "timing_of"]
+           "model_size", "run_simulation", "simulate", "sparse_timing", "timing_of"]
 
 DEFAULT_SAMPLES = 500
 _CHUNK = 1 << 15  # SimPy steps between progress updates
@@ -45,6 +45,8 @@ class Simulation:
     live_free: np.ndarray
     events: int
     elapsed_s: float
+    #: with gradients: the :class:`~leashed.sim.gradients.GradientEngine` (final θ, sparsifier memories)
+    engine: Any = None
 
     @property
     def wall_time(self) -> float:
@@ -53,13 +55,63 @@ class Simulation:
 
 def timing_of(spec: ExperimentSpec) -> TimingModel:
     """The timing model a spec names (``compute_time``, ``update_time``; copy fraction and bus
-    contention in ``spec.extra``)."""
+    contention in ``spec.extra``). :func:`run_simulation` then applies the sparsifier's update-time
+    factor (:func:`sparse_timing`)."""
     if not spec.compute_time or not spec.update_time:
         raise SpecError("the simulator needs --compute-time and --update-time (e.g. gamma:mean=2ms,cv=0.2 "
                         "and const:20us), or --calibrate-from a runtime results file")
     return TimingModel.parse(spec.compute_time, spec.update_time,
                              float(spec.extra.get("copy_fraction", 0.5)),
                              float(spec.extra.get("bus_contention", 0.0)))
+
+
+#: (features, classes, input shape) of the file-based data sets, so that timing-only runs know d unloaded
+_DATA_SHAPES = {"mnist": (784, 10, (1, 28, 28)), "fashion-mnist": (784, 10, (1, 28, 28)),
+                "cifar10": (3072, 10, (3, 32, 32))}
+
+
+def model_size(spec: ExperimentSpec) -> int:
+    """d, the parameters of the spec's model (counter: ``dim``; MNIST, Fashion-MNIST and CIFAR-10 shapes
+    are known; other data sets are loaded to read their shape)."""
+    from leashed.models.registry import build_model
+    from leashed.sim.gradients import dataset_name
+
+    name = dataset_name(spec)
+    if spec.model == "counter":
+        return int(spec.dim)
+    if name == "synthetic":
+        return int(spec.dim)
+    shape = _DATA_SHAPES.get(name.split(":")[0])
+    if shape is None:
+        from leashed.models.datasets import load_dataset
+
+        data = load_dataset(name, dim=spec.dim, seed=spec.seed)
+        shape = (data.n_features, data.n_classes, data.input_shape)
+    features, classes, input_shape = shape
+    if spec.model == "quadratic":
+        return int(features)
+    model = build_model(spec.model, features, classes, hidden=spec.hidden,
+                        input_shape=input_shape if spec.model == "cnn" else None)
+    return int(model.n_params)
+
+
+def sparse_timing(spec: ExperimentSpec, timing: TimingModel, n_params: int | None = None) -> TimingModel:
+    """``timing`` with the update time of the spec's sparsifier (papers.md §5): U scales by
+    f + (1 − f)·K/d (:func:`leashed.sim.timing.sparse_update_scaling`), f from
+    ``spec.extra["sparse_update_factor"]`` (``--sparse-update-factor``) or the algorithm's default.
+    A timing calibrated from a sparsified run has that run's factor divided out first. Unchanged for a
+    dense spec and a dense (or uncalibrated) timing."""
+    calibrated = float(timing.notes.get("calibration_sparse_scale", 1.0))  # type: ignore[arg-type]
+    if spec.sparsifier == "none" and calibrated == 1.0:
+        return timing
+    share = spec.extra.get("sparse_update_factor")
+    if spec.sparsifier == "none":
+        rho = 1.0
+    else:
+        d = n_params if n_params is not None else model_size(spec)
+        rho = sparsifier_k(spec.sparsifier, d) / d
+    return timing.sparsified(spec.algorithm, rho, None if share is None else float(share), spec.threads,
+                             calibrated)
 
 
 def simulate(spec: ExperimentSpec, timing: TimingModel | None = None, *, gradients: bool = False,
@@ -73,7 +125,8 @@ def run_simulation(spec: ExperimentSpec, timing: TimingModel | None = None, *, g
                    metadata: bool = True, lock_model: str = "fifo") -> Simulation:
     """Simulate ``spec.threads`` workers of ``spec.algorithm`` for ``spec.updates`` gradients.
 
-    ``timing`` defaults to :func:`timing_of(spec) <timing_of>`. ``gradients`` turns on the
+    ``timing`` defaults to :func:`timing_of(spec) <timing_of>`; a sparsified spec scales its update
+    time (:func:`sparse_timing`, in both modes). ``gradients`` turns on the
     with-gradients mode (model, data set, lr, batch size, step policy of the spec; the gradient count
     then defaults to ``spec.total_gradients``). ``samples`` is the number of periodic samples of live
     vectors and version over the simulated run. ``metadata=False`` skips the machine description
@@ -93,6 +146,28 @@ def run_simulation(spec: ExperimentSpec, timing: TimingModel | None = None, *, g
         raise SpecError("a timing-only simulation needs the number of gradients: pass --updates N")
     else:
         n_total = spec.updates
+    timing = sparse_timing(spec, timing, engine.n_params if engine is not None else None)
+    # with gradients: one BLAS thread, as the runtime's workers (architecture.md); the small per-batch
+    # products gain nothing from more and a loaded machine loses much (20x measured on 2 busy cores).
+    # Applied after the engine has loaded the model's BLAS, so that threadpoolctl sees the library.
+    limiter = _one_blas_thread() if engine is not None else None
+    try:
+        return _run(spec, timing, engine, n_total, samples, progress, metadata, lock_model)
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
+
+
+def _one_blas_thread() -> Any:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return None
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _run(spec: ExperimentSpec, timing: TimingModel, engine: Any, n_total: int, samples: int, progress: bool,
+         metadata: bool, lock_model: str) -> Simulation:
     m = spec.threads
     persistence = spec.persistence if spec.algorithm == "leashed" else math.inf
     eval_points: list[int] = []
@@ -238,7 +313,7 @@ def _assemble(spec: ExperimentSpec, timing: TimingModel, sh: Shared, engine: Any
     result = RunResult(spec=spec, source="sim", updates=updates, samples=samples, params=params,
                        totals=totals, metadata=metadata, extra=extra)
     return Simulation(result=result, records=rec, live_alloc=alloc, live_free=free, events=events,
-                      elapsed_s=elapsed)
+                      elapsed_s=elapsed, engine=engine)
 
 
 # ------------------------------------------------------------------------------------------- trace tools

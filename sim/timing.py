@@ -26,6 +26,12 @@ Random times are drawn in numpy batches, one stream per worker and role, from
 
 :func:`from_result` calibrates a timing model from a runtime results file (architecture.md,
 "calibrated from a runtime result").
+
+Sparsified updates (papers.md §5) write only K of the d coordinates, so the update time shrinks with
+ρ = K/d: :func:`sparse_update_scaling` gives U' = U·(f + (1 − f)·ρ), f the share of U that stays dense
+(default: the copy, whose length is U·copy_fraction, for leashed, lock and hogwild; nothing for seq; for
+sync, ρ is replaced by min(1, m·ρ), the union of the m sparse gradients of a round), and the copy share
+of U'; :meth:`TimingModel.sparsified` applies it.
 """
 
 from __future__ import annotations
@@ -46,8 +52,9 @@ if TYPE_CHECKING:
     from leashed.results import RunResult
 
 __all__ = [
-    "Constant", "Distribution", "Empirical", "Exponential", "Gamma", "LogNormal", "TimingModel", "Uniform",
-    "from_result", "measured_times", "parse_distribution", "parse_duration", "worker_streams",
+    "Constant", "Distribution", "Empirical", "Exponential", "Gamma", "LogNormal", "Scaled", "TimingModel",
+    "Uniform", "default_dense_share", "from_result", "measured_times", "parse_distribution", "parse_duration",
+    "sparse_update_scaling", "worker_streams",
 ]
 
 _UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
@@ -262,6 +269,33 @@ class Empirical(Distribution):
         return f"empirical:{self.source}"
 
 
+@dataclass(frozen=True, repr=False, eq=False)
+class Scaled(Distribution):
+    """Another distribution's durations times a constant factor (the sparse update time, papers.md §5)."""
+
+    base: Distribution
+    factor: float
+    name = "scaled"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.factor) and self.factor >= 0):
+            raise SpecError(f"a time scale factor must be a finite number >= 0, not {self.factor!r}")
+
+    @property
+    def mean(self) -> float:
+        return self.base.mean * self.factor
+
+    @property
+    def cv(self) -> float:
+        return self.base.cv
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return self.base.sample(rng, n) * self.factor
+
+    def describe(self) -> str:
+        return f"{self.base.describe()} x {self.factor!r}"
+
+
 # ------------------------------------------------------------------------------------------- parsing
 _KINDS = {"const": "const", "constant": "const", "exp": "exp", "exponential": "exp", "gamma": "gamma",
           "lognormal": "lognormal", "lognorm": "lognormal", "uniform": "uniform", "empirical": "empirical"}
@@ -379,11 +413,61 @@ class TimingModel:
         """r = E[C] / E[U] (papers.md §1); inf for zero-time updates."""
         return self.compute.mean / self.update.mean if self.update.mean > 0 else math.inf
 
+    def sparsified(self, algorithm: str, rho: float, dense_share: float | None = None, m: int = 1,
+                   calibrated_factor: float = 1.0) -> TimingModel:
+        """The timing of a sparsified run keeping the fraction ``rho`` = K/d of the coordinates: the update
+        distribution scaled by U'/U of :func:`sparse_update_scaling` (divided by ``calibrated_factor``,
+        the factor already inside measured update times) and the copy share of U'. Notes record the
+        factor; a model that carries them is returned unchanged (never scaled twice)."""
+        if "sparse_update_scale" in self.notes:
+            return self
+        factor, copy_fraction, share = sparse_update_scaling(algorithm, rho, self.copy_fraction,
+                                                             dense_share, m)
+        scale = factor / calibrated_factor
+        update = self.update if scale == 1.0 else Scaled(self.update, scale)
+        return TimingModel(self.compute, update, copy_fraction, self.bus_contention,
+                           notes={**self.notes, "sparse_update_scale": factor,
+                                  "sparse_dense_share": share, "sparse_fraction": rho,
+                                  "sparse_time_scale": scale, "dense_copy_fraction": self.copy_fraction})
+
     def describe(self) -> dict[str, object]:
         return {"compute": self.compute.describe(), "update": self.update.describe(),
                 "compute_mean_s": self.compute.mean, "compute_cv": self.compute.cv,
                 "update_mean_s": self.update.mean, "update_cv": self.update.cv,
                 "copy_fraction": self.copy_fraction, "bus_contention": self.bus_contention, **self.notes}
+
+
+def default_dense_share(algorithm: str, copy_fraction: float) -> float:
+    """The share f of an update that stays dense when the gradient is sparse (papers.md §5): the full
+    copy for leashed (copy L into the new vector), lock and hogwild (copy θ into the private θ_loc), whose
+    length is U·copy_fraction; nothing for seq and sync, whose update is only the apply."""
+    return copy_fraction if algorithm in ("leashed", "lock", "hogwild") else 0.0
+
+
+def sparse_update_scaling(algorithm: str, rho: float, copy_fraction: float, dense_share: float | None = None,
+                          m: int = 1) -> tuple[float, float, float]:
+    """(U'/U, copy share of U', f) for an update that keeps the fraction ``rho`` = K/d of the coordinates.
+
+    U' = U·(f + (1 − f)·ρ), f = ``dense_share`` (default :func:`default_dense_share`); for sync, ρ is
+    min(1, m·ρ) (a round applies the union of m sparse gradients). The dense share is taken from the copy
+    first: the copy keeps min(f, c) of U and shrinks by ρ in the rest of its share c, the apply keeps
+    f − min(f, c) and shrinks by ρ in the rest, so the copy share of U' is (min(f, c) + (c − min(f, c))·ρ)
+    / (U'/U). With the default f = c the copy keeps its length and only the apply shrinks."""
+    if not (0.0 < rho <= 1.0):
+        raise SpecError(f"the kept fraction K/d must be in (0, 1], not {rho!r}")
+    if dense_share is None:
+        dense_share = default_dense_share(algorithm, copy_fraction)
+    if not (0.0 <= dense_share <= 1.0):
+        raise SpecError(f"sparse update factor (the dense share of an update) must be in [0, 1], "
+                        f"not {dense_share!r}")
+    if algorithm == "sync":
+        rho = min(1.0, m * rho)
+    c = copy_fraction
+    copy_dense = min(dense_share, c)
+    copy_part = copy_dense + (c - copy_dense) * rho
+    apply_part = (dense_share - copy_dense) + (1.0 - c - (dense_share - copy_dense)) * rho
+    factor = copy_part + apply_part
+    return factor, (copy_part / factor if factor > 0 else c), dense_share
 
 
 def worker_streams(timing: TimingModel, seed: int, m: int) -> list[tuple[Iterator[float], Iterator[float]]]:
@@ -421,10 +505,22 @@ def from_result(result: RunResult, source: str = "result", copy_fraction: float 
     """A timing model resampling the compute and update times measured in a runtime run.
 
     Compute time is t_grad − t_start, update time the per-attempt share of t_commit − t_grad (papers.md
-    §1: U = copy + apply (+ CAS)). For ``lock`` runs these include waiting for the lock, so the
-    calibrated model is meant for predicting the same machine, not for dissecting the lock.
+    §1: U = copy + apply (+ CAS)). A sparsified run's update times already contain its factor
+    U'/U (:func:`sparse_update_scaling`): the notes keep it as ``calibration_sparse_scale`` and
+    :meth:`TimingModel.sparsified` divides it out. For ``lock`` runs these include waiting for the lock,
+    so the calibrated model is meant for predicting the same machine, not for dissecting the lock.
     """
     compute, update = measured_times(result)
+    notes: dict[str, object] = {"calibrated_from": source, "calibration_source": result.source,
+                                "calibration_samples": int(len(compute))}
+    spec = result.spec
+    if spec.sparsifier != "none":
+        from leashed.sim.simulate import model_size
+        from leashed.spec import sparsifier_k
+
+        d = int(len(result.params)) or model_size(spec)
+        notes["calibration_sparse_scale"] = sparse_update_scaling(
+            spec.algorithm, sparsifier_k(spec.sparsifier, d) / d, copy_fraction,
+            spec.extra.get("sparse_update_factor"), spec.threads)[0]
     return TimingModel(Empirical(compute, source), Empirical(update, source), copy_fraction, bus_contention,
-                       notes={"calibrated_from": source, "calibration_source": result.source,
-                              "calibration_samples": int(len(compute))})
+                       notes=notes)
