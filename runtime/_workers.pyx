@@ -1,0 +1,951 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The worker loops of the runtime: one nogil loop per algorithm (papers.md §2), step policies (§3.1).
+
+Style of scikit-learn's ``_sgd_fast``: every option is mapped to an int before the loops start, the whole
+loop runs without the GIL, and faults (divergence, a pool violation) are flagged in C and raised by the
+Python side after the threads have joined. Workers are Python threads that call :meth:`Run.work` once; it
+releases the GIL, waits at a start barrier that spins on an atomic (so all threads really overlap), runs
+the algorithm's loop until the shared ticket counter runs out or the stop flag is set, and returns.
+
+Work distribution (all algorithms): a global atomic ticket counter hands out gradients; ticket ``k`` is
+batch ``k % nb`` of epoch ``k // nb`` (``nb`` = batches per epoch) of the schedule shared with the
+simulator (``leashed.sim.batches``: one numpy permutation per epoch), precomputed before the threads start
+as an int32 table. So every algorithm computes the same ``total`` gradients whatever the thread count,
+and a dropped gradient is counted, not replaced. Per-update records go to index ``k`` of shared preallocated arrays (each index written by
+exactly one thread); the Python side sorts them into commit order.
+
+Versions: ``version_commit`` of an update is the version of the vector it was applied to (t1 in papers.md
+§2.1), so ``staleness = version_commit - version_read`` and the update produces version t1 + 1. For
+``sync`` a version is a round (t1 = round, staleness 0).
+"""
+
+import numpy as np
+
+cimport numpy as cnp
+from libc.math cimport exp, isfinite
+from libc.stdint cimport INT64_MAX, int32_t, int64_t, intptr_t, uint8_t, uint64_t
+from libc.stdlib cimport free
+from libc.string cimport memcpy, memset
+
+from runtime._atomics cimport (lsh_aligned_calloc, lsh_backoff, lsh_barrier_init, lsh_barrier_t,
+                               lsh_barrier_wait, lsh_cas_acq_rel, lsh_fetch_add_acq_rel,
+                               lsh_fetch_add_relaxed, lsh_load_acquire, lsh_load_f32_relaxed,
+                               lsh_load_relaxed, lsh_min_relaxed, lsh_now_ns, lsh_padded_i64,
+                               lsh_store_f32_relaxed, lsh_store_relaxed,
+                               lsh_store_release, pthread_mutex_destroy, pthread_mutex_init,
+                               pthread_mutex_lock, pthread_mutex_t, pthread_mutex_unlock)
+from runtime._store cimport (lsh_store_t, make_word, store_acquire, store_discard, store_pin,
+                             store_pinned_gen, store_publish_pinned, store_theta, store_unpin, store_verify,
+                             word_slot, word_version)
+
+cnp.import_array()
+
+
+cdef extern from "model_abi.h" nogil:
+    cdef struct leashed_model_s:
+        double (*loss_grad)(const leashed_model_s *self, const float *theta, const int64_t *rows,
+                            int64_t n, float *grad, float *work) noexcept nogil
+        void *ctx
+        int64_t n_params
+        int64_t work_floats
+        int64_t batch_size
+        int64_t n_rows
+    ctypedef leashed_model_s leashed_model_t
+
+
+cdef extern from "<time.h>" nogil:
+    cdef struct timespec:
+        long tv_sec
+        long tv_nsec
+    int nanosleep(const timespec *req, timespec *rem)
+
+
+# Codes: the order of leashed.spec.ALGORITHMS and leashed.spec.STEP_POLICIES (checked by runtime/run.py).
+cdef enum:
+    ALG_SEQ = 0
+    ALG_SYNC = 1
+    ALG_LOCK = 2
+    ALG_HOGWILD = 3
+    ALG_LEASHED = 4
+
+cdef enum:
+    POL_CONSTANT = 0
+    POL_INVERSE = 1
+    POL_FLEET = 2
+    POL_TAIL = 3
+    POL_NORMALISED = 4
+
+# Stop reasons (Run.stop_reason)
+cdef enum:
+    STOP_NONE = 0
+    STOP_REQUESTED = 1
+    STOP_DIVERGED = 2
+    STOP_POOL_EMPTY = 3
+
+ALGORITHM_CODES = {"seq": ALG_SEQ, "sync": ALG_SYNC, "lock": ALG_LOCK, "hogwild": ALG_HOGWILD,
+                   "leashed": ALG_LEASHED}
+POLICY_CODES = {"constant": POL_CONSTANT, "inverse": POL_INVERSE, "fleet": POL_FLEET, "tail": POL_TAIL,
+                "normalised": POL_NORMALISED}
+
+
+cdef struct thread_t:
+    # Written only by its own thread while the run is on; 128 bytes (two cache lines), 64-byte aligned.
+    float *grad
+    float *work
+    float *local          # private copy of theta (lock, hogwild)
+    int64_t *rows         # the current batch's row indices (int64, as model_abi.h wants them)
+    int64_t t_exit        # when the thread left its loop (ns since the start)
+    uint64_t rng          # splitmix64 state (per-thread randomness, e.g. rand-k sparsification)
+    int64_t computed
+    int64_t applied
+    int64_t dropped
+    int64_t cas_failures
+    int64_t _pad[6]
+
+
+cdef struct ctx_t:
+    lsh_padded_i64 ticket        # next ticket to hand out (progress of the run)
+    lsh_padded_i64 version       # seq, sync, lock, hogwild: version of the shared vector
+    lsh_padded_i64 stop          # STOP_* reason; any non-zero value stops every thread
+    lsh_padded_i64 diverged_at   # smallest version read by a gradient with a non-finite loss
+    lsh_padded_i64 arrived       # threads waiting at the start barrier
+    lsh_padded_i64 go            # set once by the coordinator: start
+    lsh_padded_i64 opened        # threads whose first read->commit window is open (start gate)
+    lsh_padded_i64 finished      # threads that have left their loop
+    lsh_padded_i64 tail_count    # tail policy: staleness samples collected
+    lsh_padded_i64 tail_ready    # tail policy: samples sorted, F(tau) usable
+    lsh_padded_i64 snap_request  # seq, sync: 1 while the coordinator waits for a copy
+    lsh_barrier_t barrier        # sync rounds
+    pthread_mutex_t mutex        # lock
+    # sync round decisions, written by thread 0 between two barriers and read by all after the second
+    double sync_factor
+    int64_t sync_stop
+    # configuration, fixed before the threads start
+    int algorithm
+    int policy
+    int check
+    int64_t n_threads
+    int64_t persistence          # -1: never drop
+    int64_t total
+    int64_t batch_size
+    int64_t n_rows
+    int64_t nb
+    int64_t n_params
+    double lr
+    double fleet_beta
+    double tail_a
+    int64_t tail_lo              # tail: samples from updates producing versions in (tail_lo, tail_lo+tail_n]
+    int64_t tail_n
+    int64_t *tail_samples
+    const double *step_table
+    int64_t step_table_len
+    const int32_t *schedule      # [epochs, n_rows] row order; NULL: the model ignores rows (counter)
+    const leashed_model_t *model
+    float *theta                 # the shared vector (seq, sync, lock, hogwild)
+    lsh_store_t *store           # leashed
+    thread_t *threads
+    int64_t t0_ns
+    # records, indexed by ticket
+    int32_t *rec_thread
+    int64_t *rec_vread
+    int64_t *rec_vcommit
+    int64_t *rec_tau
+    int32_t *rec_attempts
+    uint8_t *rec_dropped
+    int64_t *rec_t_start
+    int64_t *rec_t_grad
+    int64_t *rec_t_commit
+    # snapshot hand-over (seq, sync)
+    float *snap_dst
+    int64_t snap_version
+    int64_t snap_time
+
+
+# ============================================================================== helpers
+cdef inline const int64_t *batch_rows(ctx_t *c, thread_t *t, int64_t k) noexcept nogil:
+    """Rows of ticket k: batch k % nb of epoch k // nb of the schedule, copied into the thread's int64
+    buffer (batch_size values; the schedule is read-only while the threads run)."""
+    cdef int64_t epoch = k // c.nb, i
+    cdef const int32_t *src
+    if c.schedule == NULL:
+        return t.rows  # zeros: the model ignores its rows
+    src = c.schedule + epoch * c.n_rows + (k - epoch * c.nb) * c.batch_size
+    for i in range(c.batch_size):
+        t.rows[i] = src[i]
+    return t.rows
+
+
+cdef inline int64_t now_rel(ctx_t *c) noexcept nogil:
+    return lsh_now_ns() - c.t0_ns
+
+
+cdef inline bint stopped(ctx_t *c) noexcept nogil:
+    # relaxed: the flag carries no data; a late sighting only delays the stop by one update
+    return lsh_load_relaxed(&c.stop.value) != STOP_NONE
+
+
+cdef inline void note_loss(ctx_t *c, double loss, int64_t version_read) noexcept nogil:
+    """Divergence: a non-finite loss sets the stop flag; diverged_at keeps the smallest version read."""
+    if not isfinite(loss):
+        lsh_min_relaxed(&c.diverged_at.value, version_read)
+        lsh_store_relaxed(&c.stop.value, STOP_DIVERGED)
+
+
+cdef inline int64_t lower_bound(const int64_t *sorted_values, int64_t n, int64_t x) noexcept nogil:
+    """Number of values < x in a sorted array."""
+    cdef int64_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if sorted_values[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline double step_factor(ctx_t *c, int64_t tau) noexcept nogil:
+    """s(tau) of the step policy (papers.md §3.1; ``normalised``: a table from leashed.analysis, §3.2)."""
+    cdef int64_t idx
+    if c.policy == POL_CONSTANT:
+        return 1.0
+    if c.policy == POL_INVERSE:
+        return 1.0 / (<double>tau + 1.0)
+    if c.policy == POL_FLEET:
+        return exp(-c.fleet_beta * <double>tau)
+    if c.policy == POL_TAIL:
+        # acquire: pairs with the release in tail_observe, so the sorted samples are visible
+        if lsh_load_acquire(&c.tail_ready.value) == 0:
+            return 1.0
+        return 1.0 + c.tail_a * (1.0 - 2.0 * <double>lower_bound(c.tail_samples, c.tail_n, tau)
+                                 / <double>c.tail_n)
+    idx = tau if tau < c.step_table_len else c.step_table_len - 1
+    return c.step_table[idx]
+
+
+cdef inline void tail_observe(ctx_t *c, int64_t t1, int64_t tau) noexcept nogil:
+    """TAIL-tau sampling (papers.md §3.1): keep the staleness of the committed updates that produce the
+    global versions (10m, 15m], i.e. t1 in [10m, 15m); when the last one arrives, sort them and switch the
+    policy on. Versions are unique per committed update, so each sample index is written exactly once."""
+    cdef int64_t i = t1 - c.tail_lo, n, a, b, v
+    if c.policy != POL_TAIL or i < 0 or i >= c.tail_n:
+        return
+    c.tail_samples[i] = tau
+    # acq_rel: a release for our sample; the thread that brings the count to tail_n acquires all samples
+    # (the increments form a release sequence)
+    if lsh_fetch_add_acq_rel(&c.tail_count.value, 1) + 1 != c.tail_n:
+        return
+    n = c.tail_n
+    for a in range(1, n):  # insertion sort: 5m values, once per run
+        v = c.tail_samples[a]
+        b = a - 1
+        while b >= 0 and c.tail_samples[b] > v:
+            c.tail_samples[b + 1] = c.tail_samples[b]
+            b -= 1
+        c.tail_samples[b + 1] = v
+    lsh_store_release(&c.tail_ready.value, 1)  # release: the sorted samples, to step_factor's acquire
+
+
+cdef inline void record(ctx_t *c, int64_t k, int64_t tid, int64_t vread, int64_t vcommit, int64_t tau,
+                        int64_t attempts, bint dropped, int64_t ts, int64_t tg, int64_t tc) noexcept nogil:
+    c.rec_thread[k] = <int32_t>tid
+    c.rec_vread[k] = vread
+    c.rec_vcommit[k] = vcommit
+    c.rec_tau[k] = tau
+    c.rec_attempts[k] = <int32_t>attempts
+    c.rec_dropped[k] = 1 if dropped else 0
+    c.rec_t_start[k] = ts
+    c.rec_t_grad[k] = tg
+    c.rec_t_commit[k] = tc
+
+
+cdef inline void start_gate(ctx_t *c) noexcept nogil:
+    """Second half of the start barrier, passed once per thread right after its first read (pin, copy or
+    version read): wait until every thread has its first read->commit window open. Without it, under
+    oversubscription a thread may start milliseconds after the others have committed dozens of updates,
+    and those commits fall in fewer than m - 1 windows (the staleness transient of papers.md §6.1 claim 3).
+    acq_rel/acquire: a plain rendezvous; leaves early if the run is stopped (some thread may never come)."""
+    cdef int64_t spins = 0
+    lsh_fetch_add_acq_rel(&c.opened.value, 1)
+    while lsh_load_acquire(&c.opened.value) < c.n_threads and not stopped(c):
+        lsh_backoff(&spins)
+
+
+cdef struct pending_t:
+    # The previous update's record, written out only after the next read->commit window has opened: the
+    # bookkeeping between a commit and the next read is time in which a thread's window is closed, which
+    # lowers the staleness below m - 1 (papers.md §6.1 claim 3 assumes no such gap).
+    int64_t k, vread, vcommit, tau, attempts, ts, tg, tc
+    bint dropped
+    bint valid
+
+
+cdef inline void hold(pending_t *p, int64_t k, int64_t vread, int64_t vcommit, int64_t tau, int64_t attempts,
+                      bint dropped, int64_t ts, int64_t tg, int64_t tc) noexcept nogil:
+    p.k = k
+    p.vread = vread
+    p.vcommit = vcommit
+    p.tau = tau
+    p.attempts = attempts
+    p.dropped = dropped
+    p.ts = ts
+    p.tg = tg
+    p.tc = tc
+    p.valid = True
+
+
+cdef inline void flush(ctx_t *c, int64_t tid, pending_t *p) noexcept nogil:
+    if p.valid:
+        record(c, p.k, tid, p.vread, p.vcommit, p.tau, p.attempts, p.dropped, p.ts, p.tg, p.tc)
+        p.valid = False
+
+
+cdef inline void serve_snapshot(ctx_t *c, const float *theta, int64_t version) noexcept nogil:
+    """seq, sync: copy theta for the coordinator at an update boundary, if it asked for one."""
+    # acquire: see the destination pointer the coordinator wrote before raising the request
+    if lsh_load_acquire(&c.snap_request.value) != 1:
+        return
+    memcpy(c.snap_dst, theta, c.n_params * sizeof(float))
+    c.snap_version = version
+    c.snap_time = now_rel(c)
+    lsh_store_release(&c.snap_request.value, 0)  # release: the copy, to the coordinator's acquire
+
+
+cdef inline void axpy_into(float *dst, const float *src, float a, const float *g, int64_t n) noexcept nogil:
+    """dst = src - a * g (dst may equal src). Plain float32 arithmetic, the same as the reference."""
+    cdef int64_t i
+    for i in range(n):
+        dst[i] = src[i] - a * g[i]
+
+
+cdef enum:
+    COPY_CHUNK = 4096  # floats (16 KB) between two looks at the published word during a leashed copy
+
+
+cdef inline bint axpy_while_latest(float *dst, const float *src, float a, const float *g, int64_t n,
+                                   const int64_t *published, int64_t word) noexcept nogil:
+    """Leashed copy: dst = src - a * g, chunk by chunk, giving up as soon as the published word is no longer
+    ``word`` (the vector the copy is built on has been replaced, so the attempt's CAS could only fail:
+    versions are unique). Returns whether the copy is complete. Relaxed loads: only a hint, the CAS decides.
+    """
+    cdef int64_t start = 0, stop
+    while start < n:
+        stop = min(n, start + COPY_CHUNK)
+        axpy_into(dst + start, src + start, a, g + start, stop - start)
+        start = stop
+        if start < n and lsh_load_relaxed(published) != word:
+            return False
+    return True
+
+
+# ============================================================================== the algorithms
+cdef void loop_seq(ctx_t *c, int64_t tid) noexcept nogil:
+    """SEQ (papers.md §2): one thread, gradients on the shared vector, updated in place; tau = 0."""
+    cdef thread_t *t = &c.threads[tid]
+    cdef int64_t k, ts, tg, tc
+    cdef const int64_t *rows
+    cdef double loss
+    cdef float a
+    while not stopped(c):
+        k = lsh_fetch_add_relaxed(&c.ticket.value, 1)  # relaxed: a unique number, no data hand-over
+        if k >= c.total:
+            break
+        rows = batch_rows(c, t, k)
+        ts = now_rel(c)
+        loss = c.model.loss_grad(c.model, c.theta, rows, c.batch_size, t.grad, t.work)
+        t.computed += 1
+        note_loss(c, loss, k)
+        tg = now_rel(c)
+        a = <float>(c.lr * step_factor(c, 0))
+        axpy_into(c.theta, c.theta, a, t.grad, c.n_params)
+        tail_observe(c, k, 0)
+        lsh_store_relaxed(&c.version.value, k + 1)  # relaxed: read only as a progress statistic
+        tc = now_rel(c)
+        t.applied += 1
+        record(c, k, tid, k, k, 0, 1, False, ts, tg, tc)
+        serve_snapshot(c, c.theta, k + 1)
+
+
+cdef void loop_lock(ctx_t *c, int64_t tid) noexcept nogil:
+    """LOCK (papers.md §2): copy theta and read the version under one mutex, compute on the copy, apply
+    under the mutex; tau = version at apply - version copied. The mutex orders all accesses to theta."""
+    cdef thread_t *t = &c.threads[tid]
+    cdef int64_t k, ts, tg, tc, t0, t1
+    cdef const int64_t *rows
+    cdef double loss
+    cdef float a
+    cdef pending_t prev
+    cdef bint first = True
+    prev.valid = False
+    while not stopped(c):
+        ts = now_rel(c)
+        pthread_mutex_lock(&c.mutex)
+        memcpy(t.local, c.theta, c.n_params * sizeof(float))
+        t0 = lsh_load_relaxed(&c.version.value)  # under the mutex; atomic only for the coordinator's reads
+        pthread_mutex_unlock(&c.mutex)
+        if first:
+            start_gate(c)
+            first = False
+        flush(c, tid, &prev)
+        k = lsh_fetch_add_relaxed(&c.ticket.value, 1)
+        if k >= c.total:
+            break
+        rows = batch_rows(c, t, k)
+        loss = c.model.loss_grad(c.model, t.local, rows, c.batch_size, t.grad, t.work)
+        t.computed += 1
+        note_loss(c, loss, t0)
+        tg = now_rel(c)
+        pthread_mutex_lock(&c.mutex)
+        t1 = lsh_load_relaxed(&c.version.value)
+        a = <float>(c.lr * step_factor(c, t1 - t0))
+        axpy_into(c.theta, c.theta, a, t.grad, c.n_params)
+        tail_observe(c, t1, t1 - t0)
+        lsh_store_relaxed(&c.version.value, t1 + 1)
+        tc = now_rel(c)
+        pthread_mutex_unlock(&c.mutex)
+        t.applied += 1
+        hold(&prev, k, t0, t1, t1 - t0, 1, False, ts, tg, tc)
+    flush(c, tid, &prev)
+
+
+cdef void loop_hogwild(ctx_t *c, int64_t tid) noexcept nogil:
+    """HOGWILD! (papers.md §2) with an exact ("ideal") version counter: racy element-wise copy of theta,
+    gradient on the copy, tau from an atomic fetch_add, then racing element-wise updates. Element loads
+    and stores are relaxed atomics: updates can be lost (two threads read the same old value), which is
+    the algorithm, but no value is ever torn and the race is defined behaviour in C11."""
+    cdef thread_t *t = &c.threads[tid]
+    cdef int64_t k, ts, tg, tc, t0, t1, i, n = c.n_params
+    cdef const int64_t *rows
+    cdef double loss
+    cdef float a
+    cdef float *theta = c.theta
+    cdef float *local = t.local
+    cdef float *g = t.grad
+    cdef pending_t prev
+    cdef bint first = True
+    prev.valid = False
+    while not stopped(c):
+        ts = now_rel(c)
+        # acquire: keeps the element loads below from moving above the version read, so the copy is at
+        # least as new as t0 (the value of tau itself is exact with any order, by coherence of the counter)
+        t0 = lsh_load_acquire(&c.version.value)
+        for i in range(n):
+            local[i] = lsh_load_f32_relaxed(&theta[i])
+        if first:
+            start_gate(c)
+            first = False
+        flush(c, tid, &prev)
+        k = lsh_fetch_add_relaxed(&c.ticket.value, 1)
+        if k >= c.total:
+            break
+        rows = batch_rows(c, t, k)
+        loss = c.model.loss_grad(c.model, local, rows, c.batch_size, g, t.work)
+        t.computed += 1
+        note_loss(c, loss, t0)
+        tg = now_rel(c)
+        # acq_rel: the counter hands out unique commit versions; acquire/release keep our element stores
+        # after it and our gradient reads before it
+        t1 = lsh_fetch_add_acq_rel(&c.version.value, 1)
+        a = <float>(c.lr * step_factor(c, t1 - t0))
+        for i in range(n):
+            lsh_store_f32_relaxed(&theta[i], lsh_load_f32_relaxed(&theta[i]) - a * g[i])
+        tail_observe(c, t1, t1 - t0)
+        tc = now_rel(c)
+        t.applied += 1
+        hold(&prev, k, t0, t1, t1 - t0, 1, False, ts, tg, tc)
+    flush(c, tid, &prev)
+
+
+cdef void loop_sync(ctx_t *c, int64_t tid) noexcept nogil:
+    """SYNC (papers.md §2): in round s thread i computes ticket s*m+i on the same theta; barrier; theta -=
+    lr*s(0) * mean of the round's gradients, each thread applying its own stripe of coordinates; barrier.
+    tau = 0; a version is a round. Thread 0 takes the round's shared decisions (step factor, stop) before
+    a barrier and everyone reads them after it, so all threads leave on the same round."""
+    cdef thread_t *t = &c.threads[tid]
+    cdef int64_t m = c.n_threads, n = c.n_params, s = 0, base, cnt, k, i, j, lo, hi
+    cdef int64_t ts = 0, tg = 0, tc
+    cdef const int64_t *rows
+    cdef double loss
+    cdef float coef, acc
+    lo = n * tid // m
+    hi = n * (tid + 1) // m
+    while True:
+        base = s * m
+        cnt = min(m, c.total - base)
+        k = base + tid
+        if tid < cnt:
+            rows = batch_rows(c, t, k)
+            ts = now_rel(c)
+            loss = c.model.loss_grad(c.model, c.theta, rows, c.batch_size, t.grad, t.work)
+            t.computed += 1
+            note_loss(c, loss, s)
+            tg = now_rel(c)
+        if tid == 0:
+            c.sync_factor = step_factor(c, 0)
+        lsh_barrier_wait(&c.barrier)
+        coef = <float>(c.lr * c.sync_factor / <double>cnt)
+        for j in range(lo, hi):
+            acc = c.threads[0].grad[j]
+            for i in range(1, cnt):
+                acc = acc + c.threads[i].grad[j]
+            c.theta[j] = c.theta[j] - coef * acc
+        if tid == 0:
+            tail_observe(c, s, 0)
+            c.sync_stop = 1 if (stopped(c) or base + cnt >= c.total) else 0
+        lsh_barrier_wait(&c.barrier)
+        if tid < cnt:
+            tc = now_rel(c)
+            t.applied += 1
+            record(c, k, tid, s, s, 0, 1, False, ts, tg, tc)
+        if tid == 0:
+            lsh_store_relaxed(&c.version.value, s + 1)
+            lsh_store_relaxed(&c.ticket.value, base + cnt)
+        if c.sync_stop:
+            break
+        if tid == 0:
+            serve_snapshot(c, c.theta, s + 1)  # theta is only read until the next barrier
+        s += 1
+
+
+cdef void loop_leashed(ctx_t *c, int64_t tid) noexcept nogil:
+    """Leashed-SGD (papers.md §2.1): gradient on the pinned latest vector without copying; then pin the
+    latest, build latest - step * g in a free slot, CAS the published word; on failure return the slot and
+    retry the same gradient, dropping it after `persistence` + 1 failed attempts (never if -1). An attempt
+    whose base vector is replaced while it is being copied is abandoned at once (axpy_while_latest) and
+    counts as a failed attempt: its CAS could only have failed.
+
+    A committed thread keeps the vector it just published pinned (store_publish_pinned) and computes its
+    next gradient on it: that PIN happens at the commit instant, so no commit of another thread falls
+    between this thread's commit and its next read (see store_publish_pinned)."""
+    cdef thread_t *t = &c.threads[tid]
+    cdef lsh_store_t *st = c.store
+    cdef int64_t k, ts, tg, tc, w0, wl, s0, sl, t0, t1, tries, nslot, gen0 = 0, genl = 0, next_word = 0
+    cdef int64_t hint = (2 * tid) % st.n_slots  # where the free-slot scan starts; then the last slot let go
+    cdef const int64_t *rows
+    cdef double loss
+    cdef float a
+    cdef float *dst
+    cdef pending_t prev
+    cdef bint first = True, have_next = False, complete
+    prev.valid = False
+    while not stopped(c):
+        ts = now_rel(c)
+        if have_next:
+            w0 = next_word  # pinned when we published it
+            have_next = False
+        else:
+            w0 = store_pin(st)
+        s0 = word_slot(w0)
+        t0 = word_version(w0)
+        if c.check:
+            gen0 = store_pinned_gen(st, s0)
+        if first:
+            start_gate(c)
+            first = False
+        flush(c, tid, &prev)
+        k = lsh_fetch_add_relaxed(&c.ticket.value, 1)
+        if k >= c.total:
+            store_unpin(st, s0)
+            break
+        rows = batch_rows(c, t, k)
+        loss = c.model.loss_grad(c.model, store_theta(st, s0), rows, c.batch_size, t.grad, t.work)
+        if c.check:
+            store_verify(st, s0, gen0, store_theta(st, s0), c.n_params)
+        store_unpin(st, s0)
+        t.computed += 1
+        note_loss(c, loss, t0)
+        tg = now_rel(c)
+        tries = 0
+        while True:
+            wl = store_pin(st)
+            sl = word_slot(wl)
+            t1 = word_version(wl)
+            if c.check:
+                genl = store_pinned_gen(st, sl)
+            nslot = store_acquire(st, hint)
+            if nslot < 0:  # no free slot for 10 s: a bug; stop everyone, Python raises after the join
+                lsh_store_relaxed(&c.stop.value, STOP_POOL_EMPTY)
+                store_unpin(st, sl)
+                break
+            dst = store_theta(st, nslot)
+            a = <float>(c.lr * step_factor(c, t1 - t0))
+            complete = axpy_while_latest(dst, store_theta(st, sl), a, t.grad, c.n_params,
+                                         &st.published.value, wl)
+            if c.check:
+                store_verify(st, sl, genl, dst, c.n_params if complete else 0)
+            store_unpin(st, sl)
+            if complete and store_publish_pinned(st, wl, nslot, t1 + 1):
+                next_word = make_word(nslot, t1 + 1)
+                have_next = True
+                hint = sl  # the vector we just replaced (and read): reclaimed by now unless pinned
+                tail_observe(c, t1, t1 - t0)
+                tc = now_rel(c)
+                t.applied += 1
+                hold(&prev, k, t0, t1, t1 - t0, tries + 1, False, ts, tg, tc)
+                break
+            store_discard(st, nslot)
+            hint = nslot  # cache-warm: take it again for the retry
+            tries += 1
+            t.cas_failures += 1
+            if c.persistence >= 0 and tries > c.persistence:
+                tc = now_rel(c)
+                t.dropped += 1
+                hold(&prev, k, t0, -1, -1, tries, True, ts, tg, tc)
+                break
+    if have_next:  # stopped right after a commit
+        store_unpin(st, word_slot(next_word))
+    flush(c, tid, &prev)
+
+
+cdef int worker_main(ctx_t *c, int64_t tid) noexcept nogil:
+    """Start barrier, then the algorithm's loop."""
+    cdef int64_t spins = 0
+    # acq_rel / acquire: the coordinator acquires `arrived` before it raises `go` with release, and every
+    # worker acquires `go`, so t0_ns (written before the release) is visible to all workers
+    lsh_fetch_add_acq_rel(&c.arrived.value, 1)
+    while lsh_load_acquire(&c.go.value) == 0:
+        lsh_backoff(&spins)
+    if c.algorithm == ALG_SEQ:
+        loop_seq(c, tid)
+    elif c.algorithm == ALG_SYNC:
+        loop_sync(c, tid)
+    elif c.algorithm == ALG_LOCK:
+        loop_lock(c, tid)
+    elif c.algorithm == ALG_HOGWILD:
+        loop_hogwild(c, tid)
+    else:
+        loop_leashed(c, tid)
+    c.threads[tid].t_exit = now_rel(c)
+    # release: our records and counters, to the coordinator (which also joins the thread)
+    lsh_fetch_add_acq_rel(&c.finished.value, 1)
+    return 0
+
+
+# ============================================================================== Python interface
+cdef class Run:
+    """The shared state of one run: configuration, shared vector or store, per-thread buffers, records.
+
+    Built by :func:`leashed.runtime.run.run`; see there for the meaning of the arguments. ``records`` is
+    a dict of preallocated numpy arrays of length ``total`` (thread, version_read, version_commit,
+    staleness, attempts, dropped, t_start, t_grad, t_commit as int64 nanoseconds since the start).
+    """
+
+    cdef ctx_t *c
+    cdef object _keep            # numpy arrays and the store whose memory the C side points into
+    cdef bint _mutex_ready
+    cdef readonly int64_t n_threads
+    cdef readonly int64_t n_params
+
+    def __cinit__(self, *, int algorithm, int policy, int64_t threads, int64_t persistence, int64_t total,
+                  int64_t batch_size, int64_t n_rows, double lr, double fleet_beta, double tail_a,
+                  step_table, schedule, thread_seeds, object bound, theta0, object store,
+                  dict records, bint check=False):
+        cdef int64_t i, wf
+        cdef ctx_t *c
+        cdef const double[::1] table
+        cdef float[::1] th0 = np.ascontiguousarray(theta0, dtype=np.float32)
+        cdef int32_t[::1] r_thread = records["thread"]
+        cdef int64_t[::1] r_vread = records["version_read"]
+        cdef int64_t[::1] r_vcommit = records["version_commit"]
+        cdef int64_t[::1] r_tau = records["staleness"]
+        cdef int32_t[::1] r_att = records["attempts"]
+        cdef uint8_t[::1] r_drop = records["dropped"]
+        cdef int64_t[::1] r_ts = records["t_start"]
+        cdef int64_t[::1] r_tg = records["t_grad"]
+        cdef int64_t[::1] r_tc = records["t_commit"]
+        cdef int64_t[::1] tail = np.zeros(max(5 * threads, 1), dtype=np.int64)
+        cdef const uint64_t[::1] seeds = np.ascontiguousarray(thread_seeds, dtype=np.uint64)
+        cdef const int32_t[::1] sched
+        if sizeof(thread_t) != 128:
+            raise AssertionError("thread_t must be two cache lines")
+        if threads < 1 or total < threads or r_thread.shape[0] != total or seeds.shape[0] != threads:
+            raise ValueError("inconsistent run configuration")
+        self.n_threads = threads
+        self.n_params = th0.shape[0]
+        self._keep = [records, tail, store, bound, step_table, schedule]
+        self.c = <ctx_t *>lsh_aligned_calloc(sizeof(ctx_t))
+        if self.c == NULL:
+            raise MemoryError("cannot allocate the run context")
+        c = self.c
+        c.algorithm = algorithm
+        c.policy = policy
+        c.check = 1 if check else 0
+        c.n_threads = threads
+        c.persistence = persistence
+        c.total = total
+        c.batch_size = batch_size
+        c.n_rows = n_rows
+        c.nb = n_rows // batch_size
+        c.n_params = th0.shape[0]
+        c.lr = lr
+        c.fleet_beta = fleet_beta
+        c.tail_a = tail_a
+        c.tail_lo = 10 * threads
+        c.tail_n = 5 * threads
+        c.tail_samples = &tail[0]
+        c.diverged_at.value = INT64_MAX
+        if step_table is not None:
+            table = step_table
+            c.step_table = &table[0]
+            c.step_table_len = table.shape[0]
+        c.model = <const leashed_model_t *><intptr_t>bound.abi_address
+        if c.model.n_params != c.n_params or c.model.batch_size < batch_size or c.model.n_rows != n_rows:
+            raise ValueError("the bound model does not match the run configuration")
+        if c.nb < 1:
+            raise ValueError("the batch size is larger than the training set")
+        if schedule is not None:
+            sched = schedule
+            if sched.shape[0] < ((total + c.nb - 1) // c.nb) * n_rows:
+                raise ValueError("the batch schedule is shorter than the run")
+            c.schedule = &sched[0]
+        c.rec_thread = &r_thread[0]
+        c.rec_vread = &r_vread[0]
+        c.rec_vcommit = &r_vcommit[0]
+        c.rec_tau = &r_tau[0]
+        c.rec_attempts = &r_att[0]
+        c.rec_dropped = &r_drop[0]
+        c.rec_t_start = &r_ts[0]
+        c.rec_t_grad = &r_tg[0]
+        c.rec_t_commit = &r_tc[0]
+        lsh_barrier_init(&c.barrier, threads)
+        if pthread_mutex_init(&c.mutex, NULL) != 0:
+            raise OSError("pthread_mutex_init failed")
+        self._mutex_ready = True
+        if algorithm == ALG_LEASHED:
+            c.store = <lsh_store_t *><intptr_t>store.address
+        else:
+            c.theta = <float *>lsh_aligned_calloc(c.n_params * sizeof(float))
+            if c.theta == NULL:
+                raise MemoryError("cannot allocate the parameter vector")
+            if c.n_params:
+                memcpy(c.theta, &th0[0], c.n_params * sizeof(float))
+        c.threads = <thread_t *>lsh_aligned_calloc(threads * sizeof(thread_t))
+        if c.threads == NULL:
+            raise MemoryError("cannot allocate the thread contexts")
+        wf = max(c.model.work_floats, 1)
+        for i in range(threads):
+            c.threads[i].grad = <float *>lsh_aligned_calloc(max(c.n_params, 1) * sizeof(float))
+            c.threads[i].work = <float *>lsh_aligned_calloc(wf * sizeof(float))
+            c.threads[i].rows = <int64_t *>lsh_aligned_calloc(batch_size * sizeof(int64_t))
+            c.threads[i].rng = seeds[i]
+            if algorithm == ALG_LOCK or algorithm == ALG_HOGWILD:
+                c.threads[i].local = <float *>lsh_aligned_calloc(max(c.n_params, 1) * sizeof(float))
+                if c.threads[i].local == NULL:
+                    raise MemoryError("cannot allocate the private parameter copies")
+            if c.threads[i].grad == NULL or c.threads[i].work == NULL or c.threads[i].rows == NULL:
+                raise MemoryError("cannot allocate the per-thread buffers")
+
+    def __dealloc__(self):
+        cdef int64_t i
+        if self.c == NULL:
+            return
+        if self.c.threads != NULL:
+            for i in range(self.n_threads):
+                free(self.c.threads[i].grad)
+                free(self.c.threads[i].work)
+                free(self.c.threads[i].rows)
+                free(self.c.threads[i].local)
+            free(self.c.threads)
+        free(self.c.theta)
+        if self._mutex_ready:
+            pthread_mutex_destroy(&self.c.mutex)
+        free(self.c)
+        self.c = NULL
+
+    # ------------------------------------------------------------------ worker side
+    def work(self, int64_t tid):
+        """Run worker ``tid`` until the run ends (call from its own Python thread; releases the GIL)."""
+        if not 0 <= tid < self.n_threads:
+            raise ValueError(f"thread id {tid} out of range")
+        with nogil:
+            worker_main(self.c, tid)
+
+    # ------------------------------------------------------------------ coordinator side
+    def wait_arrived(self, double timeout_s):
+        """Wait (without the GIL) until every worker waits at the start barrier; False on timeout."""
+        cdef int64_t deadline = lsh_now_ns() + <int64_t>(timeout_s * 1e9)
+        cdef timespec pause
+        cdef bint ok = False
+        pause.tv_sec = 0
+        pause.tv_nsec = 100000
+        with nogil:
+            while True:
+                if lsh_load_acquire(&self.c.arrived.value) >= self.c.n_threads:
+                    ok = True
+                    break
+                if lsh_now_ns() > deadline:
+                    break
+                nanosleep(&pause, NULL)
+        return ok
+
+    def start(self):
+        """Release the start barrier; returns the start time (CLOCK_MONOTONIC ns, the records' zero)."""
+        self.c.t0_ns = lsh_now_ns()
+        lsh_store_release(&self.c.go.value, 1)  # release: t0_ns, to the workers' acquire
+        return self.c.t0_ns
+
+    def request_stop(self):
+        """Ask every worker to stop after its current update (Ctrl-C)."""
+        cdef int64_t expected = STOP_NONE
+        lsh_cas_acq_rel(&self.c.stop.value, &expected, STOP_REQUESTED)
+        lsh_store_release(&self.c.go.value, 1)  # also lets workers still at the start barrier leave
+
+    @property
+    def stop_reason(self):
+        return {STOP_NONE: "none", STOP_REQUESTED: "requested", STOP_DIVERGED: "diverged",
+                STOP_POOL_EMPTY: "pool exhausted"}.get(lsh_load_acquire(&self.c.stop.value), "unknown")
+
+    @property
+    def progress(self):
+        """Tickets handed out (gradients started), at most ``total``."""
+        return int(min(lsh_load_relaxed(&self.c.ticket.value), self.c.total))
+
+    @property
+    def finished(self):
+        return int(lsh_load_acquire(&self.c.finished.value))
+
+    @property
+    def version(self):
+        """Version of the latest parameters (updates applied; rounds for sync)."""
+        if self.c.algorithm == ALG_LEASHED:
+            return int(word_version(lsh_load_acquire(&self.c.store.published.value)))
+        return int(lsh_load_relaxed(&self.c.version.value))
+
+    @property
+    def live_vectors(self):
+        """Parameter vectors in memory now (leashed: pool slots in use; lock, hogwild: the shared vector
+        and one private copy per thread; seq, sync: the shared vector)."""
+        if self.c.algorithm == ALG_LEASHED:
+            return int(lsh_load_relaxed(&self.c.store.live.value))
+        if self.c.algorithm == ALG_LOCK or self.c.algorithm == ALG_HOGWILD:
+            return int(self.c.n_threads + 1)
+        return 1
+
+    @property
+    def diverged_at(self):
+        cdef int64_t v = lsh_load_relaxed(&self.c.diverged_at.value)
+        return -1 if v == INT64_MAX else int(v)
+
+    @property
+    def tail_ready(self):
+        return bool(lsh_load_acquire(&self.c.tail_ready.value))
+
+    def elapsed_s(self):
+        return (lsh_now_ns() - self.c.t0_ns) / 1e9
+
+    def snapshot(self, float[::1] out not None, double timeout_s=5.0):
+        """Copy the current parameters into ``out`` without stopping the run for long: pin + copy
+        (leashed), copy under the mutex (lock), a relaxed element-wise (racy) copy (hogwild), or a copy
+        by the worker at its next update boundary (seq, sync). Returns (version, seconds since the start)
+        or None if the workers ended before serving the request."""
+        if out.shape[0] != self.n_params:
+            raise ValueError("snapshot buffer has the wrong size")
+        cdef ctx_t *c = self.c
+        cdef int64_t w, i, version = -1, when = 0, expected
+        cdef int64_t deadline = lsh_now_ns() + <int64_t>(timeout_s * 1e9)
+        cdef bint served = True
+        cdef timespec pause
+        cdef float *dst = &out[0] if self.n_params else NULL
+        pause.tv_sec = 0
+        pause.tv_nsec = 50000
+        with nogil:
+            if c.algorithm == ALG_LEASHED:
+                w = store_pin(c.store)
+                memcpy(dst, store_theta(c.store, word_slot(w)), c.n_params * sizeof(float))
+                store_unpin(c.store, word_slot(w))
+                version = word_version(w)
+                when = now_rel(c)
+            elif c.algorithm == ALG_LOCK:
+                pthread_mutex_lock(&c.mutex)
+                memcpy(dst, c.theta, c.n_params * sizeof(float))
+                version = lsh_load_relaxed(&c.version.value)
+                when = now_rel(c)
+                pthread_mutex_unlock(&c.mutex)
+            elif c.algorithm == ALG_HOGWILD:
+                version = lsh_load_acquire(&c.version.value)
+                for i in range(c.n_params):
+                    dst[i] = lsh_load_f32_relaxed(&c.theta[i])
+                when = now_rel(c)
+            else:
+                c.snap_dst = dst
+                lsh_store_release(&c.snap_request.value, 1)  # release: snap_dst, to the worker's acquire
+                while lsh_load_acquire(&c.snap_request.value) != 0:
+                    if lsh_load_acquire(&c.finished.value) >= c.n_threads or lsh_now_ns() > deadline:
+                        expected = 1  # withdraw the request unless a worker is serving it right now
+                        if lsh_cas_acq_rel(&c.snap_request.value, &expected, 0):
+                            served = False
+                            break
+                    nanosleep(&pause, NULL)
+                if served:
+                    version = c.snap_version
+                    when = c.snap_time
+        if not served:
+            return None
+        return int(version), when / 1e9
+
+    def final_params(self):
+        """The parameters after the threads have joined (leashed: the latest published vector)."""
+        out = np.empty(self.n_params, dtype=np.float32)
+        cdef float[::1] view = out
+        cdef int64_t w
+        if self.n_params == 0:
+            return out
+        if self.c.algorithm == ALG_LEASHED:
+            w = store_pin(self.c.store)
+            memcpy(&view[0], store_theta(self.c.store, word_slot(w)), self.n_params * sizeof(float))
+            store_unpin(self.c.store, word_slot(w))
+        else:
+            memcpy(&view[0], self.c.theta, self.n_params * sizeof(float))
+        return out
+
+    def wall_time_s(self):
+        """Seconds from the start to the last worker leaving its loop (after the threads have joined)."""
+        cdef int64_t i, last = 0
+        for i in range(self.n_threads):
+            last = max(last, self.c.threads[i].t_exit)
+        return last / 1e9
+
+    def thread_totals(self):
+        """Per-thread counters: dict of int64 arrays computed, applied, dropped, cas_failures."""
+        out = {name: np.zeros(self.n_threads, dtype=np.int64)
+               for name in ("computed", "applied", "dropped", "cas_failures")}
+        cdef int64_t i
+        for i in range(self.n_threads):
+            out["computed"][i] = self.c.threads[i].computed
+            out["applied"][i] = self.c.threads[i].applied
+            out["dropped"][i] = self.c.threads[i].dropped
+            out["cas_failures"][i] = self.c.threads[i].cas_failures
+        return out
+
+
+def step_factors(int policy, taus, int64_t threads, double fleet_beta, double tail_a=1.0, tail_samples=None,
+                 step_table=None):
+    """s(tau) for each tau in ``taus`` as the worker loops compute it (for tests against the Python
+    mirror in reference.py). ``tail_samples``: the 5m sampled staleness values (None: not yet sampled)."""
+    cdef ctx_t c
+    cdef int64_t[::1] samples
+    cdef const double[::1] table
+    cdef const int64_t[::1] tv = np.ascontiguousarray(taus, dtype=np.int64)
+    out = np.empty(tv.shape[0], dtype=np.float64)
+    cdef double[::1] ov = out
+    cdef int64_t i
+    memset(&c, 0, sizeof(ctx_t))
+    c.policy = policy
+    c.n_threads = threads
+    c.fleet_beta = fleet_beta
+    c.tail_a = tail_a
+    c.tail_lo = 10 * threads
+    c.tail_n = 5 * threads
+    if policy == POL_TAIL and tail_samples is not None:
+        samples = np.array(tail_samples, dtype=np.int64)
+        if samples.shape[0] != c.tail_n:
+            raise ValueError(f"tail needs {c.tail_n} samples")
+        c.tail_samples = &samples[0]
+        for i in range(c.tail_n):  # feed them through the same path the workers use
+            tail_observe(&c, c.tail_lo + i, samples[i])
+    if policy == POL_NORMALISED:
+        table = np.ascontiguousarray(step_table, dtype=np.float64)
+        c.step_table = &table[0]
+        c.step_table_len = table.shape[0]
+    for i in range(tv.shape[0]):
+        ov[i] = step_factor(&c, tv[i])
+    return out

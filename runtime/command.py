@@ -1,0 +1,214 @@
+"""``leashed train``: train a model for real on worker threads and write a results file (``source: runtime``).
+
+Examples::
+
+    leashed train --out seq.npz                                   # MLP on MNIST, 1 epoch, one thread
+    leashed train --algorithm leashed --threads 2 --epochs 5 --out leashed.npz --plot leashed.png
+    leashed train --algorithm leashed --threads 8 --persistence 0 --out tp0.npz
+    leashed train --algorithm hogwild --threads 4 --model counter --dim 1000 --updates 100000 --lr 1 \\
+        --out counter.npz
+    leashed train --from leashed.npz --threads 4 --out again.npz  # rerun a stored spec, 4 threads
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from leashed.errors import DivergenceError, LeashedError, SpecError
+from leashed.results import RunResult
+from leashed.spec import ALGORITHMS, DATALESS_MODELS, MODELS, STEP_POLICIES, ExperimentSpec
+
+DEFAULTS: dict[str, Any] = {"algorithm": "seq", "threads": 1, "model": "mlp", "hidden": (128,),
+                            "dataset": "mnist", "batch_size": 64, "lr": 0.2, "epochs": 1, "seed": 0,
+                            "evaluations": 20}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("Workers are real threads without the GIL (papers.md §2); --epochs are passes over the "
+                     "data in total, shared among the threads. Exit status 2 on bad input or divergence "
+                     "(the result is saved first), 130 on Ctrl-C (the partial result is saved).")
+    what = parser.add_argument_group("what to run")
+    what.add_argument("--algorithm", choices=ALGORITHMS, help="seq, sync, lock, hogwild or leashed "
+                      "(papers.md §2; default seq)")
+    what.add_argument("--threads", type=int, metavar="M", help="worker threads (default 1)")
+    what.add_argument("--persistence", metavar="P", help="leashed: failed CAS attempts before a gradient is "
+                      "dropped: a non-negative integer or inf (default inf: never drop)")
+    what.add_argument("--step-policy", choices=STEP_POLICIES, help="staleness-adaptive step s(tau) "
+                      "(papers.md §3; default constant)")
+    what.add_argument("--staleness-model", metavar="FIT.json", help="step policy normalised: the staleness "
+                      "model fitted by `leashed fit --out FIT.json`")
+    what.add_argument("--from", dest="from_file", metavar="RESULTS.npz", help="rerun the spec stored in a "
+                      "results file (options given here override it)")
+    model = parser.add_argument_group("model and data")
+    model.add_argument("--model", choices=MODELS, help="model (default mlp)")
+    model.add_argument("--hidden", metavar="W[,W...]", help="hidden layer widths, e.g. 128 or 128,64 "
+                       "(default 128)")
+    model.add_argument("--dataset", help="mnist, fashion-mnist, idx:DIR, cifar10:DIR, synthetic, none "
+                       "(default mnist; none for counter, synthetic for quadratic)")
+    model.add_argument("--dim", type=int, help="parameters of counter / features of synthetic data")
+    model.add_argument("--batch-size", type=int, metavar="B", help="mini-batch size (default 64)")
+    model.add_argument("--lr", type=float, help="base step size alpha_c (default 0.2)")
+    model.add_argument("--epochs", type=int, metavar="E", help="passes over the training data in total, "
+                       "shared among the threads (default 1)")
+    model.add_argument("--updates", type=int, metavar="N", help="gradients in total (overrides --epochs)")
+    model.add_argument("--seed", type=int, help="random seed (default 0)")
+    model.add_argument("--evaluations", type=int, metavar="N", help="parameter snapshots evaluated "
+                       "(training loss, test accuracy) over the run (default 20; 0: none)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", required=True, metavar="FILE", help="results file to write (.npz)")
+    out.add_argument("--plot", metavar="FILE.png", help="also plot loss and accuracy against time")
+    out.add_argument("--backend", choices=("threads", "mpi"), help="threads (default): worker threads in "
+                     "this process; mpi: `mpiexec -n P leashed train --backend mpi ...` runs P-1 worker "
+                     "ranks (lock, hogwild, leashed; runtime/mpi_backend.py)")
+    out.add_argument("--check", action="store_true", help="leashed: checking mode of the parameter store "
+                     "(poison recycled vectors, verify every pin; slower)")
+    out.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(h) for h in str(text).split(",") if h.strip())
+    except ValueError:
+        raise SpecError(f"--hidden must be comma-separated integers like 128 or 128,64, "
+                        f"not {text!r}") from None
+    if not widths:
+        raise SpecError(f"--hidden must be comma-separated integers like 128 or 128,64, not {text!r}")
+    return widths
+
+
+def build_spec(args: argparse.Namespace) -> ExperimentSpec:
+    """The ExperimentSpec the command line asks for (SpecError on bad input)."""
+    if args.from_file:
+        base = RunResult.load(args.from_file).spec
+        changes: dict[str, Any] = {}
+    else:
+        base = ExperimentSpec()
+        changes = dict(DEFAULTS)
+    for name in ("algorithm", "threads", "model", "dataset", "dim", "batch_size", "lr", "epochs", "updates",
+                 "seed", "evaluations", "step_policy"):
+        value = getattr(args, name)
+        if value is not None:
+            changes[name] = value
+    if args.persistence is not None:
+        changes["persistence"] = args.persistence
+    if args.hidden is not None:
+        changes["hidden"] = _hidden(args.hidden)
+    if args.model is not None and args.dataset is None and not args.from_file:
+        changes["dataset"] = DATALESS_MODELS.get(args.model, "mnist")
+    if args.updates is None and args.epochs is not None:
+        changes["updates"] = None
+    if args.staleness_model is not None:
+        from leashed.analysis.steps import step_table_from_fit
+
+        changes["step_table"] = step_table_from_fit(args.staleness_model)
+        changes["staleness_model"] = str(args.staleness_model)
+    elif args.step_policy is not None and args.step_policy != "normalised":
+        changes["step_table"] = None
+        changes["staleness_model"] = None
+    if isinstance(changes.get("lr"), float) and not math.isfinite(changes["lr"]):
+        raise SpecError(f"learning rate must be a positive finite number, not {changes['lr']!r}")
+    return base.replace(**changes)
+
+
+def _check_outputs(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    out = Path(args.out)
+    if out.is_dir():
+        raise LeashedError(f"--out {out} is a directory; give a file name like {out / 'run.npz'}")
+    plot = None
+    if args.plot:
+        plot = Path(args.plot)
+        if plot.suffix.lower() not in (".png", ".svg"):
+            raise LeashedError(f"--plot {plot} must end in .png or .svg")
+    return out, plot
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.backend == "mpi" or (args.backend is None and args.from_file
+                                 and RunResult.load(args.from_file).spec.backend == "mpi"):
+        return _run_mpi(args)
+    from leashed.runtime.run import TAIL_CAVEAT
+    from leashed.runtime.run import run as run_spec
+
+    spec = build_spec(args)
+    out, plot = _check_outputs(args)
+    if spec.step_policy == "tail":
+        print(f"leashed: {TAIL_CAVEAT}", file=sys.stderr)
+    result = run_spec(spec, progress=False if args.quiet else None, check=args.check)
+    try:
+        path = result.save(out)
+    except OSError as exc:
+        raise LeashedError(f"cannot write {out}: {exc.strerror or exc}; choose another --out") from None
+    diverged = result.totals["diverged_at"] is not None and result.totals["diverged_at"] >= 0
+    if plot is not None and not diverged:
+        _plot(result, plot, args.quiet)
+    if result.totals["interrupted"]:
+        print(f"leashed: interrupted: partial result ({result.totals['updates_applied']} updates) saved to "
+              f"{path}", file=sys.stderr)
+        return 130
+    if diverged:
+        raise DivergenceError(f"training diverged at version {result.totals['diverged_at']} (non-finite "
+                              f"loss or parameters); the result was saved to {path}; try a smaller --lr")
+    if not args.quiet:
+        print(summary(result, path))
+    return 0
+
+
+def _run_mpi(args: argparse.Namespace) -> int:
+    """``--backend mpi``: hand over to runtime/mpi_backend.py (every rank runs this command)."""
+    from leashed.runtime.mpi_backend import mpi_command
+
+    def make_spec() -> ExperimentSpec:
+        _check_outputs(args)
+        return build_spec(args).replace(backend="mpi")
+
+    def report(result: RunResult) -> int:
+        path = Path(args.out) if Path(args.out).suffix == ".npz" else Path(args.out + ".npz")
+        if result.totals["diverged_at"] is not None and result.totals["diverged_at"] >= 0:
+            sys.stderr.write(f"leashed: error: training diverged at version {result.totals['diverged_at']} "
+                             f"(non-finite loss or parameters); the result was saved to {path}; try a "
+                             f"smaller --lr\n")
+            return 2
+        if args.plot:
+            _plot(result, Path(args.plot), args.quiet)
+        if not args.quiet:
+            print(summary(result, path))
+        return 0
+
+    return mpi_command(make_spec, args.out, report)
+
+
+def _plot(result: RunResult, path: Path, quiet: bool) -> None:
+    try:
+        from leashed.analysis.plots import plot_training
+    except ImportError as exc:
+        print(f"leashed: plot skipped: leashed.analysis.plots is not available ({exc})", file=sys.stderr)
+        return
+    saved = plot_training([result], path)
+    if not quiet:
+        print(f"plot: {saved}")
+
+
+def summary(result: RunResult, path: Path) -> str:
+    """A short report: throughput, final loss and accuracy, staleness, CAS failures, where it was saved."""
+    s = result.summary()
+    parts = [f"{result.spec.label()}: {s['updates_applied']} updates in {s['wall_time_s']:.3g} s"]
+    if s["updates_per_s"]:
+        parts[0] += f" ({s['updates_per_s']:.4g} updates/s)"
+    if s["updates_dropped"]:
+        parts.append(f"{s['updates_dropped']} dropped")
+    if s["final_train_loss"] is not None:
+        parts.append(f"final loss {s['final_train_loss']:.4g}")
+    if s["final_test_accuracy"] is not None:
+        parts.append(f"test accuracy {100 * s['final_test_accuracy']:.2f}%")
+    if s["staleness_mean"] is not None:
+        parts.append(f"mean staleness {s['staleness_mean']:.3g}")
+    if result.spec.algorithm == "leashed":
+        parts.append(f"CAS failures {s['cas_failures']}, "
+                     f"live vectors max {result.extra.get('live_vectors_max')}")
+    if s["lost_updates"] is not None:
+        parts.append(f"lost updates {s['lost_updates']:.6g}")
+    return ", ".join(parts) + f" -> {path}"

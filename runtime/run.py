@@ -1,0 +1,403 @@
+"""Run an ExperimentSpec for real: worker threads without the GIL, real atomics (papers.md §2, §2.1, §3.1).
+
+:func:`run` builds the model and data, the shared state (:class:`leashed.runtime._workers.Run`), starts
+``spec.threads`` Python threads that each enter one nogil worker loop, and coordinates from the calling
+thread: it releases the start barrier, samples the live vectors, takes parameter snapshots at about
+``spec.evaluations`` evenly spaced moments (evaluated only after the threads have joined, so evaluation
+never stalls a worker), drives the progress bar, and turns Ctrl-C into a prompt, clean stop. BLAS runs
+single-threaded inside the workers (threadpoolctl). The outcome is a :class:`leashed.results.RunResult`
+with ``source="runtime"``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from leashed.errors import SpecError
+from leashed.results import RunResult, Samples, UpdateLog, machine_metadata
+from leashed.runtime import _workers
+from leashed.runtime._store import ParameterStore, pool_size
+from leashed.spec import ALGORITHM_CODES, DATALESS_MODELS, INF, STEP_POLICY_CODES, ExperimentSpec
+
+__all__ = ["MAX_THREADS", "TAIL_CAVEAT", "Prepared", "fleet_beta", "prepare", "run", "thread_seeds"]
+
+#: the published word keeps 16 bits for the slot index (2m+2 slots)
+MAX_THREADS = 4096
+#: rows of the training set on which snapshot losses are evaluated
+EVAL_TRAIN_ROWS = 10_000
+#: largest batch schedule (int32 row indices, one per gradient and row) a run may precompute
+MAX_SCHEDULE_BYTES = 1 << 30
+TAIL_A = 1.0
+TAIL_CAVEAT = ("note: step policy 'tail' is TAIL-tau as in the authors' code (papers.md §3.1): its mean "
+               "factor is 1 + A*sum_k p_k^2, not 1 (about 1.96 when almost every staleness is equal), so the "
+               "effective step can nearly double once F is sampled (updates at versions (10m, 15m])")
+
+assert _workers.ALGORITHM_CODES == ALGORITHM_CODES, "algorithm codes of _workers.pyx and spec.py differ"
+assert _workers.POLICY_CODES == STEP_POLICY_CODES, "step policy codes of _workers.pyx and spec.py differ"
+
+
+def fleet_beta(threads: int) -> float:
+    """FLeet's beta = (2/(m+1)) * ln(1 + floor((m+1)/2)) with the authors' integer division (papers.md
+    §3.1): for m = 2, floor(3/2) = 1 and beta = (2/3) ln 2."""
+    return (2.0 / (threads + 1)) * math.log(1 + (threads + 1) // 2)
+
+
+@dataclass
+class Prepared:
+    """What a run needs besides the spec: data, model, bound model, initial parameters, ticket count and
+    the batch schedule (int32 ``[epochs * n_rows]``, None for the counter model, which ignores rows)."""
+
+    dataset: Any
+    model: Any
+    bound: Any
+    theta0: np.ndarray
+    total: int
+    dataset_name: str
+    schedule: np.ndarray | None
+
+
+def _dataset_name(spec: ExperimentSpec) -> str:
+    # The data-less models get their own data set when the spec keeps the default ("mnist").
+    if spec.model in DATALESS_MODELS and spec.dataset == "mnist":
+        return DATALESS_MODELS[spec.model]
+    return spec.dataset
+
+
+def prepare(spec: ExperimentSpec, dataset: Any = None) -> Prepared:
+    """Load the data set (unless given), build and bind the model, draw the initial parameters
+    (``model.init_params(spec.seed)``), count the gradients and precompute the batch schedule shared with
+    the simulator (``leashed.sim.batches``); one-line SpecError/DataError on bad input."""
+    from leashed.models.datasets import load_dataset
+    from leashed.models.registry import build_model
+    from leashed.sim.batches import epoch_permutation
+
+    name = _dataset_name(spec)
+    if dataset is None:
+        dataset = load_dataset(name, dim=spec.dim, seed=spec.seed)
+    if spec.model == "counter":
+        model = build_model("counter", dataset.n_features, dataset.n_classes, dim=spec.dim)
+    elif spec.model == "quadratic":
+        model = build_model("quadratic", dataset.n_features, 0)
+    else:
+        shape = dataset.input_shape if spec.model == "cnn" else None
+        model = build_model(spec.model, dataset.n_features, dataset.n_classes, spec.hidden, input_shape=shape)
+    n_rows = int(dataset.X_train.shape[0])
+    total = spec.total_gradients(n_rows)
+    if total < spec.threads:
+        raise SpecError(f"{total} gradients in total cannot keep {spec.threads} threads busy; use at most "
+                        f"{total} threads, more epochs or updates, or a smaller batch size")
+    bound = model.bind(dataset.X_train, None if spec.model == "counter" else dataset.y_train, spec.batch_size)
+    schedule = None
+    if spec.model != "counter":
+        nb = n_rows // spec.batch_size
+        epochs = -(-total // nb)
+        if epochs * n_rows * 4 > MAX_SCHEDULE_BYTES:
+            raise SpecError(f"{total} gradients need a batch schedule of "
+                            f"{epochs * n_rows * 4 / 2**30:.1f} GiB "
+                            f"(more than {MAX_SCHEDULE_BYTES // 2**30} GiB); run fewer epochs or updates")
+        schedule = np.empty(epochs * n_rows, dtype=np.int32)
+        for e in range(epochs):
+            schedule[e * n_rows:(e + 1) * n_rows] = epoch_permutation(e, n_rows, spec.seed)
+    theta0 = np.ascontiguousarray(model.init_params(spec.seed), dtype=np.float32)
+    return Prepared(dataset, model, bound, theta0, int(total), name, schedule)
+
+
+def thread_seeds(spec: ExperimentSpec) -> np.ndarray:
+    """Seeds of the per-thread generators (uint64), from numpy SeedSequence([seed, 2]).spawn(m)."""
+    children = np.random.SeedSequence([spec.seed, 2]).spawn(spec.threads)
+    return np.array([c.generate_state(1, np.uint64)[0] for c in children], dtype=np.uint64)
+
+
+def check_runtime_spec(spec: ExperimentSpec) -> None:
+    """What the runtime adds to ExperimentSpec's own validation."""
+    if spec.threads > MAX_THREADS:
+        raise SpecError(f"the runtime runs at most {MAX_THREADS} threads, not {spec.threads}")
+    if spec.sparsifier != "none" or spec.error_memory:
+        raise SpecError("the runtime does not sparsify gradients yet; use --sparsifier none "
+                        "(the simulator supports sparsifiers)")
+    if spec.backend != "threads":
+        raise SpecError(f"the runtime supports only the threads backend, not {spec.backend!r}")
+
+
+def _new_records(total: int) -> dict[str, np.ndarray]:
+    rec = {
+        "thread": np.full(total, -1, dtype=np.int32),
+        "version_read": np.zeros(total, dtype=np.int64),
+        "version_commit": np.zeros(total, dtype=np.int64),
+        "staleness": np.zeros(total, dtype=np.int64),
+        "attempts": np.zeros(total, dtype=np.int32),
+        "dropped": np.zeros(total, dtype=np.uint8),
+        "t_start": np.zeros(total, dtype=np.int64),
+        "t_grad": np.zeros(total, dtype=np.int64),
+        "t_commit": np.zeros(total, dtype=np.int64),
+    }
+    return rec
+
+
+def _commit_order(rec: dict[str, np.ndarray]) -> np.ndarray:
+    """Indices of the recorded tickets in commit order: committed updates by (version at commit, ticket);
+    each dropped gradient placed by the time it was abandoned among the committed ones."""
+    ticket = np.nonzero(rec["thread"] >= 0)[0]
+    dropped = rec["dropped"][ticket].astype(bool)
+    com = ticket[~dropped]
+    com = com[np.lexsort((com, rec["version_commit"][com]))]
+    drp = ticket[dropped]
+    if len(drp) == 0:
+        return com
+    tc = np.maximum.accumulate(rec["t_commit"][com]) if len(com) else np.zeros(0, dtype=np.int64)
+    pos = np.searchsorted(tc, rec["t_commit"][drp], side="right")
+    keys_pos = np.concatenate([np.arange(len(com)), pos])
+    keys_kind = np.concatenate([np.zeros(len(com)), np.ones(len(drp))])
+    keys_time = np.concatenate([np.zeros(len(com), dtype=np.int64), rec["t_commit"][drp]])
+    both = np.concatenate([com, drp])
+    return both[np.lexsort((keys_time, keys_kind, keys_pos))]
+
+
+def _update_log(rec: dict[str, np.ndarray]) -> UpdateLog:
+    order = _commit_order(rec)
+    return UpdateLog(
+        thread=rec["thread"][order], version_read=rec["version_read"][order],
+        version_commit=rec["version_commit"][order], staleness=rec["staleness"][order],
+        attempts=rec["attempts"][order], dropped=rec["dropped"][order].astype(bool),
+        t_start=rec["t_start"][order] / 1e9, t_grad=rec["t_grad"][order] / 1e9,
+        t_commit=rec["t_commit"][order] / 1e9,
+    )
+
+
+def _progress_bar(total: int, enabled: bool | None) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=total, unit="grad", file=sys.stderr, dynamic_ncols=True, leave=False,
+                disable=(None if enabled is None else not enabled), mininterval=0.2)
+
+
+class _Worker(threading.Thread):
+    def __init__(self, run_state: Any, tid: int) -> None:
+        super().__init__(name=f"leashed-worker-{tid}", daemon=True)
+        self.run_state = run_state
+        self.tid = tid
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.run_state.work(self.tid)
+        except BaseException as exc:  # noqa: BLE001 - reported by the coordinator
+            self.error = exc
+
+
+def run(spec: ExperimentSpec, *, dataset: Any = None, progress: bool | None = None, check: bool = False,
+        poll_interval_s: float = 0.005, prepared: Prepared | None = None,
+        _unsafe_skip_reader_counts: bool = False) -> RunResult:
+    """Train ``spec`` on ``spec.threads`` worker threads and return the RunResult (papers.md §2).
+
+    ``dataset`` overrides loading ``spec.dataset``; ``progress`` shows a tqdm bar on stderr (None: only
+    on a terminal); ``check`` is the store's checking mode (leashed: poison recycled vectors, verify
+    pins; slower). A divergence (non-finite loss) stops all threads promptly and is reported in
+    ``totals["diverged_at"]``; Ctrl-C stops them and returns the partial result with
+    ``totals["interrupted"] = True``. Neither raises: callers decide (``leashed train`` exits 2 on
+    divergence, after saving). ``prepared`` reuses :func:`prepare`'s output (data, model, schedule);
+    ``_unsafe_skip_reader_counts`` breaks the store's pin protocol on purpose (tests of checking mode).
+    """
+    from threadpoolctl import threadpool_limits
+
+    check_runtime_spec(spec)
+    prep = prepared if prepared is not None else prepare(spec, dataset)
+    m = spec.threads
+    total = prep.total
+    records = _new_records(total)
+    store = ParameterStore(prep.theta0, pool_size(m), check=check, _sabotage=_unsafe_skip_reader_counts) \
+        if spec.algorithm == "leashed" else None
+    table = None if spec.step_table is None else np.ascontiguousarray(spec.step_table, dtype=np.float64)
+    state = _workers.Run(
+        algorithm=ALGORITHM_CODES[spec.algorithm], policy=STEP_POLICY_CODES[spec.step_policy], threads=m,
+        persistence=-1 if spec.persistence == INF else int(spec.persistence), total=total,
+        batch_size=spec.batch_size, n_rows=int(prep.bound.n_rows), lr=float(spec.lr),
+        fleet_beta=fleet_beta(m), tail_a=TAIL_A, step_table=table, schedule=prep.schedule,
+        thread_seeds=thread_seeds(spec), bound=prep.bound, theta0=prep.theta0, store=store, records=records,
+        check=check,
+    )
+    n_eval = max(int(spec.evaluations), 0)
+    thresholds = [math.ceil(i * total / n_eval) for i in range(1, n_eval)] if n_eval else []
+    snapshots: list[tuple[float, int, int, np.ndarray]] = []  # (time, version, live, params)
+    if n_eval:
+        snapshots.append((0.0, 0, 1, prep.theta0.copy()))
+    live_t: list[float] = []
+    live_v: list[int] = []
+    live_n: list[int] = []
+    interrupted = False
+    workers = [_Worker(state, tid) for tid in range(m)]
+    bar = _progress_bar(total, progress)
+    with threadpool_limits(limits=1, user_api="blas"):
+        metadata = machine_metadata(spec.seed, blas_threads=1)
+        try:
+            for w in workers:
+                w.start()
+            if not state.wait_arrived(60.0):
+                state.request_stop()
+                raise RuntimeError("worker threads did not reach the start barrier within 60 s")
+            state.start()
+            next_live = 0.0
+            sample_every = poll_interval_s
+            while state.finished < m and any(w.is_alive() for w in workers):
+                time.sleep(poll_interval_s)
+                now = state.elapsed_s()
+                if now >= next_live:
+                    live_t.append(now)
+                    live_v.append(state.version)
+                    live_n.append(state.live_vectors)
+                    next_live = now + sample_every
+                    if len(live_t) >= 8192:  # keep long runs' files small: halve the density
+                        live_t, live_v, live_n = live_t[::2], live_v[::2], live_n[::2]
+                        sample_every *= 2
+                done = state.progress
+                if thresholds and done >= thresholds[0]:
+                    while thresholds and done >= thresholds[0]:
+                        thresholds.pop(0)
+                    buf = np.empty(state.n_params, dtype=np.float32)
+                    got = state.snapshot(buf)
+                    if got is not None:
+                        snapshots.append((got[1], got[0], state.live_vectors, buf))
+                if bar is not None:
+                    bar.update(done - bar.n)
+        except KeyboardInterrupt:
+            interrupted = True
+            state.request_stop()
+        except BaseException:
+            state.request_stop()  # releases threads still waiting at the start barrier, then re-raise
+            raise
+        finally:
+            for w in workers:
+                while w.is_alive():
+                    try:
+                        w.join(timeout=0.1)
+                    except KeyboardInterrupt:
+                        interrupted = True
+                        state.request_stop()
+            if bar is not None:
+                bar.update(state.progress - bar.n)
+                bar.close()
+    wall = state.wall_time_s() if state.finished >= m else state.elapsed_s()
+    errors = [w.error for w in workers if w.error is not None]
+    if errors:
+        raise errors[0]
+    if state.stop_reason == "pool exhausted":
+        raise RuntimeError("internal error: the leashed parameter pool had no free slot for 10 s "
+                           "(the 2m+2 bound was violated); please report this")
+    if state.stop_reason == "requested":
+        interrupted = True
+    params = state.final_params()
+    return _assemble(spec, prep, state, store, records, params, snapshots, (live_t, live_v, live_n),
+                     wall, interrupted, metadata, check)
+
+
+def _lost_updates(spec: ExperimentSpec, params: np.ndarray, version: int) -> tuple[float | None, dict]:
+    """Counter model, lr 1, constant steps: every applied step adds exactly 1 to every coordinate, so a
+    coordinate short of the final version lost that many updates (HOGWILD!'s racing stores, T9)."""
+    if spec.model != "counter" or spec.step_policy != "constant" or spec.lr != 1.0 or not len(params):
+        return None, {}
+    if version >= 2**24 or not np.all(np.isfinite(params)):
+        return None, {}
+    lost = version - params.astype(np.float64)
+    return float(lost.mean()), {"lost_updates_min": float(lost.min()), "lost_updates_max": float(lost.max())}
+
+
+def _assemble(spec: ExperimentSpec, prep: Prepared, state: Any, store: Any, records: dict, params: np.ndarray,
+              snapshots: list, live: tuple, wall: float, interrupted: bool, metadata: dict,
+              check: bool) -> RunResult:
+    updates = _update_log(records)
+    per_thread = state.thread_totals()
+    version = state.version
+    diverged_at = state.diverged_at
+    if diverged_at < 0 and len(params) and not np.all(np.isfinite(params)):
+        diverged_at = version
+    if spec.evaluations:
+        if snapshots and snapshots[-1][1] == version:
+            snapshots.pop()  # taken at the very end: evaluate the final parameters at the final time
+        snapshots.append((wall, version, state.live_vectors, params.copy()))
+    # Evaluate the snapshots now that no worker runs.
+    ds = prep.dataset
+    rng = np.random.default_rng([spec.seed, 3])
+    n_train = ds.X_train.shape[0]
+    rows = np.sort(rng.choice(n_train, size=min(n_train, EVAL_TRAIN_ROWS), replace=False))
+    X_eval = ds.X_train[rows]
+    y_eval = None if ds.y_train is None else ds.y_train[rows]
+    # live-vector samples end with the run, so the final evaluation is the last sample
+    keep = [i for i, t in enumerate(live[0]) if t <= wall]
+    s_time = [live[0][i] for i in keep]
+    s_version = [live[1][i] for i in keep]
+    s_live = [live[2][i] for i in keep]
+    s_loss = [math.nan] * len(s_time)
+    s_acc = [math.nan] * len(s_time)
+    for when, ver, nlive, theta in snapshots:
+        loss, acc = _evaluate(prep.model, theta, X_eval, y_eval, ds)
+        s_time.append(when)
+        s_version.append(ver)
+        s_live.append(nlive)
+        s_loss.append(loss)
+        s_acc.append(acc)
+    order = np.argsort(np.asarray(s_time, dtype=np.float64), kind="stable")
+    samples = Samples(
+        time=np.asarray(s_time, dtype=np.float64)[order],
+        version=np.asarray(s_version, dtype=np.int64)[order],
+        live_vectors=np.asarray(s_live, dtype=np.int32)[order],
+        loss=np.asarray(s_loss, dtype=np.float64)[order],
+        accuracy=np.asarray(s_acc, dtype=np.float64)[order],
+    )
+    lost, lost_extra = _lost_updates(spec, params, version)
+    totals = {
+        "updates_applied": int(per_thread["applied"].sum()),
+        "updates_dropped": int(per_thread["dropped"].sum()),
+        "cas_failures": int(per_thread["cas_failures"].sum()),
+        "wall_time_s": float(wall),
+        "diverged_at": int(diverged_at),
+        "interrupted": bool(interrupted),
+        "lost_updates": lost,
+    }
+    extra: dict[str, Any] = {
+        "engine": "leashed.runtime",
+        "dataset_used": prep.dataset_name,
+        "n_params": int(len(params)),
+        "total_gradients": int(prep.total),
+        "gradients_computed": int(per_thread["computed"].sum()),
+        "batches_per_epoch": int(prep.bound.n_rows) // spec.batch_size,
+        "final_version": int(version),
+        "per_thread": {k: v.tolist() for k, v in per_thread.items()},
+        "eval_train_rows": int(len(rows)),
+        "check_mode": bool(check),
+        **lost_extra,
+    }
+    if spec.algorithm == "sync":
+        extra["rounds"] = int(version)
+    if spec.step_policy == "fleet":
+        extra["fleet_beta"] = fleet_beta(spec.threads)
+    if spec.step_policy == "tail":
+        extra["tail"] = {"A": TAIL_A, "window": [10 * spec.threads, 15 * spec.threads],
+                         "ready": bool(state.tail_ready)}
+    if store is not None:
+        extra["pool_slots"] = int(store.n_slots)
+        extra["live_vectors_max"] = int(store.live_max)
+        extra["pool_violations"] = int(store.violations)
+        extra["pool_exhausted"] = int(store.exhausted)
+        extra["pool_problems"] = store.check_quiescent()
+    return RunResult(spec=spec, source="runtime", updates=updates, samples=samples, params=params,
+                     totals=totals, metadata=metadata, extra=extra)
+
+
+def _evaluate(model: Any, theta: np.ndarray, X: np.ndarray, y: Any, ds: Any) -> tuple[float, float]:
+    if not np.all(np.isfinite(theta)):
+        return math.nan, math.nan
+    loss, _ = model.evaluate(theta, X, y)
+    if ds.X_test is not None and len(ds.X_test) and getattr(ds, "n_classes", 0):
+        _, acc = model.evaluate(theta, ds.X_test, ds.y_test)
+    else:
+        acc = math.nan
+    return float(loss), float(acc)

@@ -1,0 +1,93 @@
+"""``leashed train`` as a user runs it: subprocesses, exit codes, one-line errors, files."""
+
+from __future__ import annotations
+
+import _thread
+import threading
+
+import numpy as np
+import pytest
+
+from leashed.cli import main
+from leashed.results import RunResult
+
+from conftest import assert_one_line_error, run_cli
+
+COUNTER = ["--model", "counter", "--dim", "1000", "--lr", "1", "--evaluations", "2"]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--threads", "0"], "threads must be a positive integer"),
+    (["--algorithm", "leashed", "--threads", "-3"], "threads must be a positive integer"),
+    (["--threads", "two"], "invalid int value"),
+    (["--algorithm", "leashed", "--threads", "2", "--persistence", "-1"], "persistence"),
+    (["--algorithm", "leashed", "--threads", "2", "--persistence", "many"], "persistence"),
+    (["--algorithm", "frob"], "invalid choice"),
+    (["--step-policy", "frob"], "invalid choice"),
+    (["--step-policy", "normalised"], "staleness model"),
+    (["--algorithm", "seq", "--threads", "2"], "one thread"),
+    (["--algorithm", "lock", "--threads", "8", "--updates", "4"], "cannot keep 8 threads busy"),
+    (["--lr", "0"], "learning rate"),
+    (["--lr", "nan"], "learning rate"),
+    (["--hidden", "12,x"], "--hidden"),
+    (["--batch-size", "0"], "batch size"),
+    (["--plot", "out.txt"], ".png or .svg"),
+    (["--from", "missing.npz"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(args, needle, tmp_path):
+    out = tmp_path / "run.npz"
+    model = [] if "--threads" in args and args[args.index("--threads") + 1] == "two" else COUNTER
+    proc = run_cli("train", *model, *args, "--out", str(out), cwd=tmp_path)
+    assert_one_line_error(proc, needle)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_counter_then_rerun_from_the_file(tmp_path):
+    out = tmp_path / "a.npz"
+    proc = run_cli("train", "--algorithm", "leashed", "--threads", "2", *COUNTER, "--updates", "3000",
+                   "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert str(out) in proc.stdout and "updates/s" in proc.stdout and "mean staleness" in proc.stdout
+    first = RunResult.load(out)
+    assert first.source == "runtime" and first.spec.threads == 2
+    assert np.all(first.params == first.totals["updates_applied"])
+    assert first.metadata["blas_threads_in_workers"] == 1
+    again = tmp_path / "b.npz"
+    proc = run_cli("train", "--from", str(out), "--threads", "3", "--out", str(again))
+    assert proc.returncode == 0, proc.stderr
+    second = RunResult.load(again)
+    assert second.spec == first.spec.replace(threads=3)
+
+
+def test_divergence_exits_2_after_saving(tmp_path):
+    out = tmp_path / "div.npz"
+    proc = run_cli("train", "--algorithm", "hogwild", "--threads", "2", "--model", "counter", "--dim", "10",
+                   "--lr", "1e38", "--updates", "100000", "--out", str(out))
+    assert_one_line_error(proc, "diverged")
+    assert str(out) in proc.stderr
+    result = RunResult.load(out)
+    assert result.totals["diverged_at"] >= 0
+
+
+def test_tail_prints_the_mean_factor_caveat(tmp_path):
+    proc = run_cli("train", "--algorithm", "lock", "--threads", "2", *COUNTER, "--updates", "200",
+                   "--step-policy", "tail", "--out", str(tmp_path / "t.npz"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "mean factor" in proc.stderr and proc.stdout == ""
+
+
+def test_ctrl_c_saves_the_partial_result(tmp_path, capsys):
+    out = tmp_path / "int.npz"
+    timer = threading.Timer(2.0, _thread.interrupt_main)
+    timer.start()
+    try:
+        code = main(["train", "--algorithm", "leashed", "--threads", "2", "--model", "counter", "--dim",
+                     "200000", "--lr", "1", "--updates", "400000", "--evaluations", "0", "--out", str(out)])
+    finally:
+        timer.cancel()
+    assert code == 130
+    assert "partial result" in capsys.readouterr().err
+    result = RunResult.load(out)
+    assert result.totals["interrupted"] is True
+    assert 0 < result.totals["updates_applied"] < 400_000
