@@ -5,15 +5,6 @@
 algorithm. The compiled parts are ``_store`` (versioned parameter store) and ``_workers`` (nogil loops).
 """
 
-from __future__ import annotations
-
-from typing import Any
+from leashed.runtime.run import run  # binds the function over the submodule of the same name
 
 __all__ = ["run"]
-
-
-def run(spec: Any, **kwargs: Any) -> Any:
-    """Train ``spec`` for real; see :func:`leashed.runtime.run.run`."""
-    from leashed.runtime.run import run as _run
-
-    return _run(spec, **kwargs)
