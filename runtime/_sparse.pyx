@@ -36,7 +36,7 @@ from libc.math cimport fabsf
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from runtime._atomics cimport lsh_bounded, lsh_load_f32_relaxed, lsh_splitmix64, lsh_store_f32_relaxed
+from leashed.runtime._atomics cimport lsh_bounded, lsh_load_f32_relaxed, lsh_splitmix64, lsh_store_f32_relaxed
 
 cnp.import_array()
 

@@ -27,7 +27,7 @@
 from libc.math cimport NAN
 from libc.stdint cimport int64_t
 
-from runtime._atomics cimport (lsh_backoff, lsh_cas_acq_rel, lsh_cas_seq_cst, lsh_fetch_add_relaxed,
+from leashed.runtime._atomics cimport (lsh_backoff, lsh_cas_acq_rel, lsh_cas_seq_cst, lsh_fetch_add_relaxed,
                                lsh_fetch_add_seq_cst, lsh_load_relaxed, lsh_load_seq_cst,
                                lsh_max_relaxed, lsh_now_ns, lsh_padded_i64, lsh_store_release,
                                lsh_store_seq_cst)

@@ -14,8 +14,8 @@ from libc.stdint cimport int64_t, intptr_t
 from libc.stdlib cimport free
 from libc.string cimport memcpy
 
-from runtime._atomics cimport lsh_aligned_calloc, lsh_load_relaxed, lsh_load_seq_cst
-from runtime._store cimport (SLOT_FREE, SLOT_LIVE, SLOT_RECLAIMING, SLOT_STALE, STORE_MAX_SLOTS,
+from leashed.runtime._atomics cimport lsh_aligned_calloc, lsh_load_relaxed, lsh_load_seq_cst
+from leashed.runtime._store cimport (SLOT_FREE, SLOT_LIVE, SLOT_RECLAIMING, SLOT_STALE, STORE_MAX_SLOTS,
                              lsh_slot_t, lsh_store_t, make_state, make_word, state_gen, state_kind,
                              store_acquire, store_discard, store_pin, store_publish, store_theta,
                              store_unpin, word_slot, word_version)

@@ -27,14 +27,14 @@ from libc.stdint cimport INT64_MAX, int32_t, int64_t, intptr_t, uint8_t, uint64_
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
-from runtime._atomics cimport (lsh_aligned_calloc, lsh_backoff, lsh_barrier_init, lsh_barrier_t,
+from leashed.runtime._atomics cimport (lsh_aligned_calloc, lsh_backoff, lsh_barrier_init, lsh_barrier_t,
                                lsh_barrier_wait, lsh_cas_acq_rel, lsh_fetch_add_acq_rel,
                                lsh_fetch_add_relaxed, lsh_load_acquire, lsh_load_f32_relaxed,
                                lsh_load_relaxed, lsh_min_relaxed, lsh_now_ns, lsh_padded_i64,
                                lsh_store_f32_relaxed, lsh_store_relaxed,
                                lsh_store_release, pthread_mutex_destroy, pthread_mutex_init,
                                pthread_mutex_lock, pthread_mutex_t, pthread_mutex_unlock)
-from runtime._store cimport (lsh_store_t, make_word, store_acquire, store_discard, store_pin,
+from leashed.runtime._store cimport (lsh_store_t, make_word, store_acquire, store_discard, store_pin,
                              store_pinned_gen, store_publish_pinned, store_theta, store_unpin, store_verify,
                              word_slot, word_version)
 
