@@ -750,8 +750,8 @@ def load_fit(path: Any, model: str | None = None, result: int | str | None = Non
     if result is None:
         if len(runs) > 1:
             names = "; ".join(f"{i}: {r.get('label')} ({r.get('file')})" for i, r in enumerate(runs))
-            raise LeashedError(f"{path} holds fits of {len(runs)} runs ({names}); fit one results file, "
-                               f"or choose one")
+            raise LeashedError(f"{path} holds fits of {len(runs)} runs ({names}); choose one with "
+                               f"--staleness-model {path}#N (N the run's index)")
         entry = runs[0]
     elif isinstance(result, int) and not isinstance(result, bool):
         if not 0 <= result < len(runs):
