@@ -244,6 +244,7 @@ def plot_throughput(results: Any, path: str | os.PathLike[str], *, title: str | 
         groups.setdefault((r.spec.algorithm, r.source), []).append((r.spec.threads, x))
     baseline_names = set()
     max_m = 1
+    base_ms: set[int] = set()
     for i, ((alg, source), pts) in enumerate(sorted(groups.items())):
         pts.sort()
         m = np.array([p[0] for p in pts])
@@ -254,12 +255,16 @@ def plot_throughput(results: Any, path: str | os.PathLike[str], *, title: str | 
         ax_x.plot(m, x, **style)
         if source in seq and alg != "seq":
             base, base_name = seq[source], "seq"
+            base_ms.add(1)
         else:
             base, base_name = float(x[0]), f"{alg} m={m[0]}"
+            base_ms.add(int(m[0]))
         baseline_names.add(base_name)
         ax_s.plot(m, x / base, **style)
     if groups:
-        ax_s.plot([1, max_m], [1, max_m], color="0.6", linestyle=":", label="linear")
+        for m0 in sorted(base_ms):  # ideal speedup m / m0 over a baseline measured at m0 threads
+            ax_s.plot([m0, max_m], [1, max_m / m0], color="0.6", linestyle=":",
+                      label="linear" if len(base_ms) == 1 else f"linear from m={m0}")
         ax_x.legend(fontsize="small")
         ax_s.legend(fontsize="small")
     else:
@@ -268,11 +273,12 @@ def plot_throughput(results: Any, path: str | os.PathLike[str], *, title: str | 
     ax_x.set_xlabel("threads m")
     ax_x.set_ylabel("throughput (committed updates / s)")
     ax_s.set_xlabel("threads m")
-    ax_s.set_ylabel(f"speedup (relative to {', '.join(sorted(baseline_names)) or 'baseline'})")
+    ax_s.set_ylabel("speedup over baseline")
+
     for ax in (ax_x, ax_s):
         ax.grid(True, alpha=0.3)
     ax_x.set_title("throughput")
-    ax_s.set_title("speedup")
+    ax_s.set_title(f"speedup (baseline: {', '.join(sorted(baseline_names)) or '-'})", fontsize="medium")
     fig.suptitle(title or f"Throughput and speedup: {spec_caption(runs)}")
     return save_figure(fig, path)
 

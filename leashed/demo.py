@@ -28,7 +28,7 @@ PREDICT_THREADS = (2, 4, 8, 16)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="leashed-demo", help="output folder (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="threads of the real runs (default: 2)")
-    parser.add_argument("--epochs", type=int, default=2, help="passes over MNIST per run (default: 2)")
+    parser.add_argument("--epochs", type=int, default=3, help="passes over the data per run (default: 3)")
     parser.add_argument("--dataset", default="mnist", help="data set (default: mnist)")
     parser.add_argument("--model", default="mlp", help="model (default: mlp, 784-128-10)")
     parser.add_argument("--seed", type=int, default=0)
