@@ -8,7 +8,6 @@ import io
 import os
 import struct
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -495,9 +494,8 @@ def test_real_mnist() -> None:
     assert 0.12 < float(d.X_train.mean()) < 0.14  # MNIST's mean pixel is about 0.1307
     assert np.bincount(d.y_train).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert np.bincount(d.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    t0 = time.perf_counter()
+    assert ds.cache_path("mnist").is_file()  # later loads read the cache (timing: benchmarks, not tests)
     again = load_dataset("mnist", progress=False)
-    assert time.perf_counter() - t0 < 1.0
     np.testing.assert_array_equal(again.X_train, d.X_train)
     np.testing.assert_array_equal(again.y_test, d.y_test)
 
