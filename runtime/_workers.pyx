@@ -17,6 +17,17 @@ exactly one thread); the Python side sorts them into commit order.
 Versions: ``version_commit`` of an update is the version of the vector it was applied to (t1 in papers.md
 §2.1), so ``staleness = version_commit - version_read`` and the update produces version t1 + 1. For
 ``sync`` a version is a round (t1 = round, staleness 0).
+
+Sparsification (papers.md §5, docs/sparsification.md): with a sparsifier every thread turns each gradient
+into K (index, value) pairs ONCE, right after computing it (``sparse_select`` of leashed.runtime._sparse,
+Φ(g) or, with error memory, Φ(e + g) and e ← e + g − Φ(e + g); unscaled, as the simulator), so the time
+of the selection counts in the gradient's compute time (t_grad). The update then writes only those K
+coordinates: seq and lock ``sparse_apply`` (lock: under the mutex), hogwild ``sparse_apply_relaxed``,
+leashed copies the latest vector and applies the same pairs on every CAS attempt (a retry never selects
+again, or the memory would absorb the gradient twice), sync scatters them into the thread's dense
+gradient and sums the stripes as before. The scratch (``mag``/``perm``, ``idx``, ``val``, ``memory``) is
+allocated per thread before the threads start; rand-k draws from the thread's splitmix64 state ``rng``,
+seeded as the simulator seeds its workers, so the draws of thread i match the simulator's worker i.
 """
 
 import numpy as np
@@ -28,15 +39,17 @@ from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
 from leashed.runtime._atomics cimport (lsh_aligned_calloc, lsh_backoff, lsh_barrier_init, lsh_barrier_t,
-                               lsh_barrier_wait, lsh_cas_acq_rel, lsh_fetch_add_acq_rel,
-                               lsh_fetch_add_relaxed, lsh_load_acquire, lsh_load_f32_relaxed,
-                               lsh_load_relaxed, lsh_min_relaxed, lsh_now_ns, lsh_padded_i64,
-                               lsh_store_f32_relaxed, lsh_store_relaxed,
-                               lsh_store_release, pthread_mutex_destroy, pthread_mutex_init,
-                               pthread_mutex_lock, pthread_mutex_t, pthread_mutex_unlock)
+                                       lsh_barrier_wait, lsh_cas_acq_rel, lsh_fetch_add_acq_rel,
+                                       lsh_fetch_add_relaxed, lsh_load_acquire, lsh_load_f32_relaxed,
+                                       lsh_load_relaxed, lsh_min_relaxed, lsh_now_ns, lsh_padded_i64,
+                                       lsh_store_f32_relaxed, lsh_store_relaxed,
+                                       lsh_store_release, pthread_mutex_destroy, pthread_mutex_init,
+                                       pthread_mutex_lock, pthread_mutex_t, pthread_mutex_unlock)
+from leashed.runtime._sparse cimport (SPARSE_NONE, SPARSE_RANDK, SPARSE_TOPK, sparse_apply,
+                                      sparse_apply_relaxed, sparse_perm_init, sparse_scatter, sparse_select)
 from leashed.runtime._store cimport (lsh_store_t, make_word, store_acquire, store_discard, store_pin,
-                             store_pinned_gen, store_publish_pinned, store_theta, store_unpin, store_verify,
-                             word_slot, word_version)
+                                     store_pinned_gen, store_publish_pinned, store_theta, store_unpin,
+                                     store_verify, word_slot, word_version)
 
 cnp.import_array()
 
@@ -94,13 +107,20 @@ cdef struct thread_t:
     float *work
     float *local          # private copy of theta (lock, hogwild)
     int64_t *rows         # the current batch's row indices (int64, as model_abi.h wants them)
+    # sparsification scratch (papers.md §5), NULL when unused: mag float[d] (top-k), perm int64[d] (rand-k),
+    # idx int64[k] and val float[k] (the selected pairs), memory float[d] (error memory e, zeroed)
+    float *mag
+    int64_t *perm
+    int64_t *idx
+    float *val
+    float *memory
     int64_t t_exit        # when the thread left its loop (ns since the start)
-    uint64_t rng          # splitmix64 state (per-thread randomness, e.g. rand-k sparsification)
+    uint64_t rng          # splitmix64 state (per-thread randomness: rand-k sparsification)
     int64_t computed
     int64_t applied
     int64_t dropped
     int64_t cas_failures
-    int64_t _pad[6]
+    double applied_sum    # sparse runs: sum over the applied updates of step * sum_j val_j
 
 
 cdef struct ctx_t:
@@ -131,6 +151,8 @@ cdef struct ctx_t:
     int64_t n_rows
     int64_t nb
     int64_t n_params
+    int sparse_kind              # SPARSE_NONE, SPARSE_TOPK, SPARSE_RANDK (leashed.runtime._sparse)
+    int64_t sparse_k             # coordinates kept per gradient (1 <= k <= n_params when sparse)
     double lr
     double fleet_beta
     double tail_a
@@ -337,11 +359,43 @@ cdef inline bint axpy_while_latest(float *dst, const float *src, float a, const 
     return True
 
 
+cdef inline bint copy_while_latest(float *dst, const float *src, int64_t n, const int64_t *published,
+                                   int64_t word) noexcept nogil:
+    """Leashed copy of a sparse attempt: dst = src chunk by chunk, giving up (False) as soon as the
+    published word is no longer ``word``, as axpy_while_latest does for a dense one."""
+    cdef int64_t start = 0, stop
+    while start < n:
+        stop = min(n, start + COPY_CHUNK)
+        memcpy(dst + start, src + start, (stop - start) * sizeof(float))
+        start = stop
+        if start < n and lsh_load_relaxed(published) != word:
+            return False
+    return True
+
+
+cdef inline int64_t sparsify(ctx_t *c, thread_t *t) noexcept nogil:
+    """Φ(g) of papers.md §5 (Φ(e + g) with error memory, updating e) on the thread's gradient t.grad, into
+    t.idx / t.val; returns K. Called exactly once per computed gradient, before any update attempt. Scale
+    1 (unscaled rand-k), as the simulator. The arguments were validated when the run was built."""
+    return sparse_select(c.sparse_kind, t.grad, c.n_params, c.sparse_k, t.memory, 1.0, &t.rng, t.mag,
+                         t.perm, t.idx, t.val)
+
+
+cdef inline double value_sum(const float *val, int64_t n) noexcept nogil:
+    """Sum of the selected values (double), for the applied-mass statistic of sparse runs."""
+    cdef double acc = 0.0
+    cdef int64_t i
+    for i in range(n):
+        acc += val[i]
+    return acc
+
+
 # ============================================================================== the algorithms
 cdef void loop_seq(ctx_t *c, int64_t tid) noexcept nogil:
-    """SEQ (papers.md §2): one thread, gradients on the shared vector, updated in place; tau = 0."""
+    """SEQ (papers.md §2): one thread, gradients on the shared vector, updated in place; tau = 0. Sparse
+    (papers.md §5): only the K selected coordinates are written (sparse_apply)."""
     cdef thread_t *t = &c.threads[tid]
-    cdef int64_t k, ts, tg, tc
+    cdef int64_t k, ts, tg, tc, nsel = 0
     cdef const int64_t *rows
     cdef double loss
     cdef float a
@@ -354,9 +408,15 @@ cdef void loop_seq(ctx_t *c, int64_t tid) noexcept nogil:
         loss = c.model.loss_grad(c.model, c.theta, rows, c.batch_size, t.grad, t.work)
         t.computed += 1
         note_loss(c, loss, k)
+        if c.sparse_kind != SPARSE_NONE:
+            nsel = sparsify(c, t)
         tg = now_rel(c)
         a = <float>(c.lr * step_factor(c, 0))
-        axpy_into(c.theta, c.theta, a, t.grad, c.n_params)
+        if c.sparse_kind != SPARSE_NONE:
+            sparse_apply(c.theta, t.idx, t.val, nsel, a)
+            t.applied_sum += a * value_sum(t.val, nsel)
+        else:
+            axpy_into(c.theta, c.theta, a, t.grad, c.n_params)
         tail_observe(c, k, 0)
         lsh_store_relaxed(&c.version.value, k + 1)  # relaxed: read only as a progress statistic
         tc = now_rel(c)
@@ -367,9 +427,10 @@ cdef void loop_seq(ctx_t *c, int64_t tid) noexcept nogil:
 
 cdef void loop_lock(ctx_t *c, int64_t tid) noexcept nogil:
     """LOCK (papers.md §2): copy theta and read the version under one mutex, compute on the copy, apply
-    under the mutex; tau = version at apply - version copied. The mutex orders all accesses to theta."""
+    under the mutex; tau = version at apply - version copied. The mutex orders all accesses to theta.
+    Sparse (papers.md §5): the selection runs outside the mutex, the apply (sparse_apply) inside it."""
     cdef thread_t *t = &c.threads[tid]
-    cdef int64_t k, ts, tg, tc, t0, t1
+    cdef int64_t k, ts, tg, tc, t0, t1, nsel = 0
     cdef const int64_t *rows
     cdef double loss
     cdef float a
@@ -393,15 +454,22 @@ cdef void loop_lock(ctx_t *c, int64_t tid) noexcept nogil:
         loss = c.model.loss_grad(c.model, t.local, rows, c.batch_size, t.grad, t.work)
         t.computed += 1
         note_loss(c, loss, t0)
+        if c.sparse_kind != SPARSE_NONE:
+            nsel = sparsify(c, t)
         tg = now_rel(c)
         pthread_mutex_lock(&c.mutex)
         t1 = lsh_load_relaxed(&c.version.value)
         a = <float>(c.lr * step_factor(c, t1 - t0))
-        axpy_into(c.theta, c.theta, a, t.grad, c.n_params)
+        if c.sparse_kind != SPARSE_NONE:
+            sparse_apply(c.theta, t.idx, t.val, nsel, a)
+        else:
+            axpy_into(c.theta, c.theta, a, t.grad, c.n_params)
         tail_observe(c, t1, t1 - t0)
         lsh_store_relaxed(&c.version.value, t1 + 1)
         tc = now_rel(c)
         pthread_mutex_unlock(&c.mutex)
+        if c.sparse_kind != SPARSE_NONE:
+            t.applied_sum += a * value_sum(t.val, nsel)
         t.applied += 1
         hold(&prev, k, t0, t1, t1 - t0, 1, False, ts, tg, tc)
     flush(c, tid, &prev)
@@ -411,9 +479,10 @@ cdef void loop_hogwild(ctx_t *c, int64_t tid) noexcept nogil:
     """HOGWILD! (papers.md §2) with an exact ("ideal") version counter: racy element-wise copy of theta,
     gradient on the copy, tau from an atomic fetch_add, then racing element-wise updates. Element loads
     and stores are relaxed atomics: updates can be lost (two threads read the same old value), which is
-    the algorithm, but no value is ever torn and the race is defined behaviour in C11."""
+    the algorithm, but no value is ever torn and the race is defined behaviour in C11. Sparse (papers.md
+    §5): only the K selected coordinates race (sparse_apply_relaxed), so fewer updates collide."""
     cdef thread_t *t = &c.threads[tid]
-    cdef int64_t k, ts, tg, tc, t0, t1, i, n = c.n_params
+    cdef int64_t k, ts, tg, tc, t0, t1, i, n = c.n_params, nsel = 0
     cdef const int64_t *rows
     cdef double loss
     cdef float a
@@ -441,13 +510,19 @@ cdef void loop_hogwild(ctx_t *c, int64_t tid) noexcept nogil:
         loss = c.model.loss_grad(c.model, local, rows, c.batch_size, g, t.work)
         t.computed += 1
         note_loss(c, loss, t0)
+        if c.sparse_kind != SPARSE_NONE:
+            nsel = sparsify(c, t)
         tg = now_rel(c)
         # acq_rel: the counter hands out unique commit versions; acquire/release keep our element stores
         # after it and our gradient reads before it
         t1 = lsh_fetch_add_acq_rel(&c.version.value, 1)
         a = <float>(c.lr * step_factor(c, t1 - t0))
-        for i in range(n):
-            lsh_store_f32_relaxed(&theta[i], lsh_load_f32_relaxed(&theta[i]) - a * g[i])
+        if c.sparse_kind != SPARSE_NONE:
+            sparse_apply_relaxed(theta, t.idx, t.val, nsel, a)
+            t.applied_sum += a * value_sum(t.val, nsel)
+        else:
+            for i in range(n):
+                lsh_store_f32_relaxed(&theta[i], lsh_load_f32_relaxed(&theta[i]) - a * g[i])
         tail_observe(c, t1, t1 - t0)
         tc = now_rel(c)
         t.applied += 1
@@ -459,9 +534,11 @@ cdef void loop_sync(ctx_t *c, int64_t tid) noexcept nogil:
     """SYNC (papers.md §2): in round s thread i computes ticket s*m+i on the same theta; barrier; theta -=
     lr*s(0) * mean of the round's gradients, each thread applying its own stripe of coordinates; barrier.
     tau = 0; a version is a round. Thread 0 takes the round's shared decisions (step factor, stop) before
-    a barrier and everyone reads them after it, so all threads leave on the same round."""
+    a barrier and everyone reads them after it, so all threads leave on the same round. Sparse (papers.md
+    §5): each thread scatters its K selected pairs into its (zeroed) dense gradient before the first
+    barrier (sparse_scatter), so the stripes sum the sparsified gradients, as the simulator's mean does."""
     cdef thread_t *t = &c.threads[tid]
-    cdef int64_t m = c.n_threads, n = c.n_params, s = 0, base, cnt, k, i, j, lo, hi
+    cdef int64_t m = c.n_threads, n = c.n_params, s = 0, base, cnt, k, i, j, lo, hi, nsel = 0
     cdef int64_t ts = 0, tg = 0, tc
     cdef const int64_t *rows
     cdef double loss
@@ -478,6 +555,9 @@ cdef void loop_sync(ctx_t *c, int64_t tid) noexcept nogil:
             loss = c.model.loss_grad(c.model, c.theta, rows, c.batch_size, t.grad, t.work)
             t.computed += 1
             note_loss(c, loss, s)
+            if c.sparse_kind != SPARSE_NONE:
+                nsel = sparsify(c, t)
+                sparse_scatter(t.grad, n, t.idx, t.val, nsel)
             tg = now_rel(c)
         if tid == 0:
             c.sync_factor = step_factor(c, 0)
@@ -495,6 +575,8 @@ cdef void loop_sync(ctx_t *c, int64_t tid) noexcept nogil:
         if tid < cnt:
             tc = now_rel(c)
             t.applied += 1
+            if c.sparse_kind != SPARSE_NONE:
+                t.applied_sum += coef * value_sum(t.val, nsel)
             record(c, k, tid, s, s, 0, 1, False, ts, tg, tc)
         if tid == 0:
             lsh_store_relaxed(&c.version.value, s + 1)
@@ -515,10 +597,17 @@ cdef void loop_leashed(ctx_t *c, int64_t tid) noexcept nogil:
 
     A committed thread keeps the vector it just published pinned (store_publish_pinned) and computes its
     next gradient on it: that PIN happens at the commit instant, so no commit of another thread falls
-    between this thread's commit and its next read (see store_publish_pinned)."""
+    between this thread's commit and its next read (see store_publish_pinned).
+
+    Sparse (papers.md §5): the gradient is sparsified once, after it is computed; every attempt copies the
+    latest vector in full (copy_while_latest, abandoned like a dense one) and applies the same K pairs
+    (sparse_apply: together the effect of sparse_copy_apply). A dropped gradient takes its sparse part
+    with it; what the error memory kept of it stays there."""
     cdef thread_t *t = &c.threads[tid]
     cdef lsh_store_t *st = c.store
     cdef int64_t k, ts, tg, tc, w0, wl, s0, sl, t0, t1, tries, nslot, gen0 = 0, genl = 0, next_word = 0
+    cdef int64_t nsel = 0
+    cdef bint sparse = c.sparse_kind != SPARSE_NONE
     cdef int64_t hint = (2 * tid) % st.n_slots  # where the free-slot scan starts; then the last slot let go
     cdef const int64_t *rows
     cdef double loss
@@ -553,6 +642,8 @@ cdef void loop_leashed(ctx_t *c, int64_t tid) noexcept nogil:
         store_unpin(st, s0)
         t.computed += 1
         note_loss(c, loss, t0)
+        if sparse:
+            nsel = sparsify(c, t)  # once per gradient, never per attempt
         tg = now_rel(c)
         tries = 0
         while True:
@@ -568,8 +659,13 @@ cdef void loop_leashed(ctx_t *c, int64_t tid) noexcept nogil:
                 break
             dst = store_theta(st, nslot)
             a = <float>(c.lr * step_factor(c, t1 - t0))
-            complete = axpy_while_latest(dst, store_theta(st, sl), a, t.grad, c.n_params,
-                                         &st.published.value, wl)
+            if sparse:
+                complete = copy_while_latest(dst, store_theta(st, sl), c.n_params, &st.published.value, wl)
+                if complete:
+                    sparse_apply(dst, t.idx, t.val, nsel, a)
+            else:
+                complete = axpy_while_latest(dst, store_theta(st, sl), a, t.grad, c.n_params,
+                                             &st.published.value, wl)
             if c.check:
                 store_verify(st, sl, genl, dst, c.n_params if complete else 0)
             store_unpin(st, sl)
@@ -580,6 +676,8 @@ cdef void loop_leashed(ctx_t *c, int64_t tid) noexcept nogil:
                 tail_observe(c, t1, t1 - t0)
                 tc = now_rel(c)
                 t.applied += 1
+                if sparse:
+                    t.applied_sum += a * value_sum(t.val, nsel)
                 hold(&prev, k, t0, t1, t1 - t0, tries + 1, False, ts, tg, tc)
                 break
             store_discard(st, nslot)
@@ -627,6 +725,8 @@ cdef class Run:
     Built by :func:`leashed.runtime.run.run`; see there for the meaning of the arguments. ``records`` is
     a dict of preallocated numpy arrays of length ``total`` (thread, version_read, version_commit,
     staleness, attempts, dropped, t_start, t_grad, t_commit as int64 nanoseconds since the start).
+    ``sparse_kind`` (``leashed.runtime._sparse.KIND_CODES``: 0 none, 1 top-k, 2 rand-k), ``sparse_k`` and
+    ``error_memory`` choose the sparsifier of papers.md §5; its per-thread scratch is allocated here.
     """
 
     cdef ctx_t *c
@@ -638,8 +738,10 @@ cdef class Run:
     def __cinit__(self, *, int algorithm, int policy, int64_t threads, int64_t persistence, int64_t total,
                   int64_t batch_size, int64_t n_rows, double lr, double fleet_beta, double tail_a,
                   step_table, schedule, thread_seeds, object bound, theta0, object store,
-                  dict records, bint check=False):
-        cdef int64_t i, wf
+                  dict records, bint check=False, int sparse_kind=SPARSE_NONE, int64_t sparse_k=0,
+                  bint error_memory=False):
+        cdef int64_t i, wf, d
+        cdef thread_t *t
         cdef ctx_t *c
         cdef const double[::1] table
         cdef float[::1] th0 = np.ascontiguousarray(theta0, dtype=np.float32)
@@ -659,6 +761,12 @@ cdef class Run:
             raise AssertionError("thread_t must be two cache lines")
         if threads < 1 or total < threads or r_thread.shape[0] != total or seeds.shape[0] != threads:
             raise ValueError("inconsistent run configuration")
+        if sparse_kind not in (SPARSE_NONE, SPARSE_TOPK, SPARSE_RANDK):
+            raise ValueError(f"unknown sparsifier code {sparse_kind}")
+        if sparse_kind != SPARSE_NONE and not 1 <= sparse_k <= th0.shape[0]:
+            raise ValueError(f"sparsifier K={sparse_k} is outside [1, {th0.shape[0]}]")
+        if sparse_kind == SPARSE_NONE and error_memory:
+            raise ValueError("error memory needs a sparsifier")
         self.n_threads = threads
         self.n_params = th0.shape[0]
         self._keep = [records, tail, store, bound, step_table, schedule]
@@ -676,6 +784,8 @@ cdef class Run:
         c.n_rows = n_rows
         c.nb = n_rows // batch_size
         c.n_params = th0.shape[0]
+        c.sparse_kind = sparse_kind
+        c.sparse_k = sparse_k if sparse_kind != SPARSE_NONE else 0
         c.lr = lr
         c.fleet_beta = fleet_beta
         c.tail_a = tail_a
@@ -733,6 +843,27 @@ cdef class Run:
                     raise MemoryError("cannot allocate the private parameter copies")
             if c.threads[i].grad == NULL or c.threads[i].work == NULL or c.threads[i].rows == NULL:
                 raise MemoryError("cannot allocate the per-thread buffers")
+        d = c.n_params
+        for i in range(threads if sparse_kind != SPARSE_NONE else 0):
+            # sparsification scratch (papers.md §5), allocated once: the loops allocate nothing
+            t = &c.threads[i]
+            t.idx = <int64_t *>lsh_aligned_calloc(sparse_k * sizeof(int64_t))
+            t.val = <float *>lsh_aligned_calloc(sparse_k * sizeof(float))
+            if t.idx == NULL or t.val == NULL:
+                raise MemoryError("cannot allocate the sparsifier buffers")
+            if sparse_kind == SPARSE_TOPK:
+                t.mag = <float *>lsh_aligned_calloc(d * sizeof(float))
+                if t.mag == NULL:
+                    raise MemoryError("cannot allocate the sparsifier buffers")
+            else:
+                t.perm = <int64_t *>lsh_aligned_calloc(d * sizeof(int64_t))
+                if t.perm == NULL:
+                    raise MemoryError("cannot allocate the sparsifier buffers")
+                sparse_perm_init(t.perm, d)
+            if error_memory:
+                t.memory = <float *>lsh_aligned_calloc(d * sizeof(float))  # zeroed: e = 0
+                if t.memory == NULL:
+                    raise MemoryError("cannot allocate the error memories")
 
     def __dealloc__(self):
         cdef int64_t i
@@ -744,6 +875,11 @@ cdef class Run:
                 free(self.c.threads[i].work)
                 free(self.c.threads[i].rows)
                 free(self.c.threads[i].local)
+                free(self.c.threads[i].mag)
+                free(self.c.threads[i].perm)
+                free(self.c.threads[i].idx)
+                free(self.c.threads[i].val)
+                free(self.c.threads[i].memory)
             free(self.c.threads)
         free(self.c.theta)
         if self._mutex_ready:
@@ -914,6 +1050,38 @@ cdef class Run:
             out["applied"][i] = self.c.threads[i].applied
             out["dropped"][i] = self.c.threads[i].dropped
             out["cas_failures"][i] = self.c.threads[i].cas_failures
+        return out
+
+    def sparse_totals(self):
+        """Sparse runs (papers.md §5), after the threads have joined: dict of float64 arrays per thread,
+        ``applied_sum`` (sum over the thread's applied updates of step * sum_j val_j; the counter model
+        at lr 1 gains exactly minus this mass) and ``memory_sum`` (sum of the final error memory e, zeros
+        without memory); None for dense runs."""
+        cdef int64_t i, j
+        cdef double acc
+        if self.c.sparse_kind == SPARSE_NONE:
+            return None
+        out = {"applied_sum": np.zeros(self.n_threads, dtype=np.float64),
+               "memory_sum": np.zeros(self.n_threads, dtype=np.float64)}
+        for i in range(self.n_threads):
+            out["applied_sum"][i] = self.c.threads[i].applied_sum
+            acc = 0.0
+            if self.c.threads[i].memory != NULL:
+                for j in range(self.n_params):
+                    acc += self.c.threads[i].memory[j]
+            out["memory_sum"][i] = acc
+        return out
+
+    def thread_memory(self, int64_t tid):
+        """A copy of thread ``tid``'s error memory e (float32[d]; after the join), or None without memory."""
+        if not 0 <= tid < self.n_threads:
+            raise ValueError(f"thread id {tid} out of range")
+        if self.c.threads[tid].memory == NULL:
+            return None
+        out = np.empty(self.n_params, dtype=np.float32)
+        cdef float[::1] view = out
+        if self.n_params:
+            memcpy(&view[0], self.c.threads[tid].memory, self.n_params * sizeof(float))
         return out
 
 

@@ -8,6 +8,7 @@ Examples::
     leashed train --algorithm hogwild --threads 4 --model counter --dim 1000 --updates 100000 --lr 1 \\
         --out counter.npz
     leashed train --from leashed.npz --threads 4 --out again.npz  # rerun a stored spec, 4 threads
+    leashed train --algorithm leashed --threads 2 --sparsifier topk:1% --error-memory --out sparse.npz
 """
 
 from __future__ import annotations
@@ -39,8 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "dropped: a non-negative integer or inf (default inf: never drop)")
     what.add_argument("--step-policy", choices=STEP_POLICIES, help="staleness-adaptive step s(tau) "
                       "(papers.md §3; default constant)")
-    what.add_argument("--staleness-model", metavar="FIT.json", help="step policy normalised: the staleness "
-                      "model fitted by `leashed fit --out FIT.json`")
+    what.add_argument("--staleness-model", metavar="FIT.json[#N]", help="step policy normalised: the "
+                      "staleness model fitted by `leashed fit --out FIT.json` (#N: run N of several)")
+    what.add_argument("--sparsifier", metavar="S", help="none, topk:K or randk:K, K a count or a percentage "
+                      "of the model (topk:1%%): each gradient keeps K coordinates before it is applied "
+                      "(papers.md §5; default none)")
+    what.add_argument("--error-memory", action=argparse.BooleanOptionalAction, default=None,
+                      help="with --sparsifier: per-thread error feedback, send Phi(e + g) and keep "
+                      "e <- e + g - Phi(e + g) (default off)")
     what.add_argument("--from", dest="from_file", metavar="RESULTS.npz", help="rerun the spec stored in a "
                       "results file (options given here override it)")
     model = parser.add_argument_group("model and data")
@@ -89,10 +96,12 @@ def build_spec(args: argparse.Namespace) -> ExperimentSpec:
         base = ExperimentSpec()
         changes = dict(DEFAULTS)
     for name in ("algorithm", "threads", "model", "dataset", "dim", "batch_size", "lr", "epochs", "updates",
-                 "seed", "evaluations", "step_policy"):
+                 "seed", "evaluations", "step_policy", "sparsifier", "error_memory"):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value
+    if args.sparsifier is not None and args.sparsifier.strip() == "none" and args.error_memory is None:
+        changes["error_memory"] = False  # --from a sparse run with --sparsifier none: dense, no memory
     if args.persistence is not None:
         changes["persistence"] = args.persistence
     if args.hidden is not None:
@@ -104,7 +113,10 @@ def build_spec(args: argparse.Namespace) -> ExperimentSpec:
     if args.staleness_model is not None:
         from leashed.analysis.steps import step_table_from_fit
 
-        changes["step_table"] = step_table_from_fit(args.staleness_model)
+        path, _, which = str(args.staleness_model).rpartition("#")
+        if not (path and which.isdigit()):  # FIT.json#N picks run N of a fit file of several runs
+            path, which = str(args.staleness_model), ""
+        changes["step_table"] = step_table_from_fit(path, result=int(which) if which else None)
         changes["staleness_model"] = str(args.staleness_model)
     elif args.step_policy is not None and args.step_policy != "normalised":
         changes["step_table"] = None

@@ -13,6 +13,12 @@ on Python threads (the GIL interleaves them), which is enough to check their inv
 * ``leashed``: immutable published vectors, the latest swapped by a compare-and-swap (emulated with a
   lock around compare + assign); failed attempts retry the same gradient, dropped after ``persistence``
   + 1 failures. Memory is Python's: no pool, no reader counts (the garbage collector reclaims).
+
+Sparsifiers (papers.md §5): each thread owns a :class:`leashed.sim.gradients.NumpySparsifier` (the numpy
+statement of the kernels, seeded like the runtime's threads, :func:`leashed.runtime.run.thread_seeds`);
+each gradient is sparsified once, right after it is computed, and the update writes only the K kept
+coordinates (``theta[idx] - step * val`` in float32), on every attempt of a leashed retry; ``sync`` sums
+the dense forms. The final error memories are in :attr:`ReferenceResult.memory`.
 """
 
 from __future__ import annotations
@@ -82,6 +88,8 @@ class ReferenceResult:
     staleness: list[int] = field(default_factory=list)
     dropped: list[bool] = field(default_factory=list)
     computed: int = 0
+    #: each thread's final error memory e (papers.md §5), None without error memory
+    memory: list[np.ndarray] | None = None
 
     @property
     def applied(self) -> int:
@@ -124,12 +132,44 @@ def reference_run(spec: ExperimentSpec, prepared: Any = None) -> ReferenceResult
     from leashed.runtime.run import prepare
 
     prep = prepared if prepared is not None else prepare(spec)
+    sparsifiers = _sparsifiers(spec, int(prep.theta0.shape[0]))
     tickets = _Tickets(spec, int(prep.bound.n_rows), prep.total)
     out = ReferenceResult(params=prep.theta0.copy(), version=0)
     runner = {"seq": _seq, "sync": _sync, "lock": _lock, "hogwild": _hogwild, "leashed": _leashed}
     with threadpool_limits(limits=1, user_api="blas"):  # as the runtime: BLAS results depend on threads
-        runner[spec.algorithm](spec, prep, tickets, out)
+        runner[spec.algorithm](spec, prep, tickets, out, sparsifiers)
+    if sparsifiers is not None and spec.error_memory:
+        out.memory = [sp.memory.copy() for sp in sparsifiers]
     return out
+
+
+def _sparsifiers(spec: ExperimentSpec, n_params: int) -> list[Any] | None:
+    """One numpy sparsifier per thread (papers.md §5), seeded as the runtime seeds its threads; None for
+    dense runs. SpecError for a K the model cannot have (as the runtime)."""
+    from leashed.runtime.run import sparse_config, thread_seeds
+    from leashed.sim.gradients import NumpySparsifier
+
+    kind, k = sparse_config(spec, n_params)
+    if kind == "none":
+        return None
+    return [NumpySparsifier(kind, n_params, k, spec.error_memory, int(s)) for s in thread_seeds(spec)]
+
+
+_Selection = tuple[np.ndarray, np.ndarray] | None
+
+
+def _select(sparsifiers: list[Any] | None, tid: int, grad: np.ndarray) -> _Selection:
+    """Φ(g) of thread ``tid`` as (indices, values), once per gradient; None for dense runs."""
+    return None if sparsifiers is None else sparsifiers[tid](grad)
+
+
+def _updated(theta: np.ndarray, step: np.float32, grad: np.ndarray, sel: _Selection) -> np.ndarray:
+    """A new vector theta - step * g (dense) or theta with only the selected coordinates updated."""
+    if sel is None:
+        return theta - step * grad
+    new = theta.copy()
+    new[sel[0]] = theta[sel[0]] - step * sel[1]
+    return new
 
 
 def _step(spec: ExperimentSpec, tau: int, tail: TailState) -> np.float32:
@@ -145,21 +185,24 @@ def _record(out: ReferenceResult, tid: int, t0: int, t1: int, dropped: bool = Fa
     out.dropped.append(dropped)
 
 
-def _seq(spec: ExperimentSpec, prep: Any, tickets: _Tickets, out: ReferenceResult) -> None:
+def _seq(spec: ExperimentSpec, prep: Any, tickets: _Tickets, out: ReferenceResult,
+         sparsifiers: list[Any] | None) -> None:
     theta = out.params
     grad = np.zeros_like(theta)
     tail = TailState(spec.threads)
     while (k := tickets.take()) is not None:
         prep.bound.loss_grad(theta, tickets.rows(k), grad)
         out.computed += 1
-        theta = theta - _step(spec, 0, tail) * grad
+        theta = _updated(theta, _step(spec, 0, tail), grad, _select(sparsifiers, 0, grad))
         tail.observe(k, 0)
         _record(out, 0, k, k)
     out.params, out.version = theta, tickets.total
 
 
-def _sync(spec: ExperimentSpec, prep: Any, tickets: _Tickets, out: ReferenceResult) -> None:
-    """Round s: gradients of tickets s*m .. s*m+m-1 on the same theta, then one step on their mean."""
+def _sync(spec: ExperimentSpec, prep: Any, tickets: _Tickets, out: ReferenceResult,
+          sparsifiers: list[Any] | None) -> None:
+    """Round s: gradients of tickets s*m .. s*m+m-1 on the same theta, then one step on their mean
+    (sparse: the mean of the dense forms of the threads' selections)."""
     theta = out.params
     m = spec.threads
     tail = TailState(m)
@@ -170,6 +213,8 @@ def _sync(spec: ExperimentSpec, prep: Any, tickets: _Tickets, out: ReferenceResu
             g = np.zeros_like(theta)
             prep.bound.loss_grad(theta, tickets.rows(s * m + i), g)
             out.computed += 1
+            if sparsifiers is not None:
+                g = sparsifiers[i].dense(g)
             grads.append(g)
             _record(out, i, s, s)
         acc = grads[0].copy()
@@ -190,7 +235,8 @@ def _threads(spec: ExperimentSpec, body: Any) -> None:
         w.join()
 
 
-def _lock(spec: ExperimentSpec, prep: Any, tickets: _Tickets, out: ReferenceResult) -> None:
+def _lock(spec: ExperimentSpec, prep: Any, tickets: _Tickets, out: ReferenceResult,
+          sparsifiers: list[Any] | None) -> None:
     lock = threading.Lock()
     shared = {"theta": out.params, "version": 0}
     tail = TailState(spec.threads)
@@ -203,9 +249,10 @@ def _lock(spec: ExperimentSpec, prep: Any, tickets: _Tickets, out: ReferenceResu
                 local = shared["theta"].copy()
                 t0 = shared["version"]
             prep.bound.loss_grad(local, tickets.rows(k), grad, work)
+            sel = _select(sparsifiers, tid, grad)
             with lock:
                 t1 = shared["version"]
-                shared["theta"] = shared["theta"] - _step(spec, t1 - t0, tail) * grad
+                shared["theta"] = _updated(shared["theta"], _step(spec, t1 - t0, tail), grad, sel)
                 shared["version"] = t1 + 1
                 tail.observe(t1, t1 - t0)
                 out.computed += 1
@@ -215,7 +262,8 @@ def _lock(spec: ExperimentSpec, prep: Any, tickets: _Tickets, out: ReferenceResu
     out.params, out.version = shared["theta"], shared["version"]
 
 
-def _hogwild(spec: ExperimentSpec, prep: Any, tickets: _Tickets, out: ReferenceResult) -> None:
+def _hogwild(spec: ExperimentSpec, prep: Any, tickets: _Tickets, out: ReferenceResult,
+             sparsifiers: list[Any] | None) -> None:
     theta = out.params.copy()
     counter = {"version": 0}
     counter_lock = threading.Lock()
@@ -229,10 +277,14 @@ def _hogwild(spec: ExperimentSpec, prep: Any, tickets: _Tickets, out: ReferenceR
             t0 = counter["version"]
             local = theta.copy()  # may be torn: other threads write theta meanwhile
             prep.bound.loss_grad(local, tickets.rows(k), grad, work)
+            sel = _select(sparsifiers, tid, grad)
             with counter_lock:  # the "ideal" atomic fetch_add
                 t1 = counter["version"]
                 counter["version"] = t1 + 1
-            theta[:] = theta - _step(spec, t1 - t0, tail) * grad  # racing element updates
+            if sel is None:
+                theta[:] = theta - _step(spec, t1 - t0, tail) * grad  # racing element updates
+            else:
+                theta[sel[0]] = theta[sel[0]] - _step(spec, t1 - t0, tail) * sel[1]
             with records_lock:
                 tail.observe(t1, t1 - t0)
                 out.computed += 1
@@ -248,7 +300,8 @@ class _Published:
     version: int
 
 
-def _leashed(spec: ExperimentSpec, prep: Any, tickets: _Tickets, out: ReferenceResult) -> None:
+def _leashed(spec: ExperimentSpec, prep: Any, tickets: _Tickets, out: ReferenceResult,
+             sparsifiers: list[Any] | None) -> None:
     latest = {"vector": _Published(out.params.copy(), 0)}
     cas_lock = threading.Lock()
     records_lock = threading.Lock()
@@ -268,12 +321,13 @@ def _leashed(spec: ExperimentSpec, prep: Any, tickets: _Tickets, out: ReferenceR
         while (k := tickets.take()) is not None:
             v = latest["vector"]  # pin: a reference keeps it alive
             prep.bound.loss_grad(v.theta, tickets.rows(k), grad, work)
+            sel = _select(sparsifiers, tid, grad)  # once per gradient: every attempt applies the same
             t0 = v.version
             tries = 0
             while True:
                 last = latest["vector"]
                 t1 = last.version
-                new = _Published(last.theta - _step(spec, t1 - t0, tail) * grad, t1 + 1)
+                new = _Published(_updated(last.theta, _step(spec, t1 - t0, tail), grad, sel), t1 + 1)
                 if cas(last, new):
                     with records_lock:
                         tail.observe(t1, t1 - t0)

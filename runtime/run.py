@@ -7,6 +7,10 @@ thread: it releases the start barrier, samples the live vectors, takes parameter
 never stalls a worker), drives the progress bar, and turns Ctrl-C into a prompt, clean stop. BLAS runs
 single-threaded inside the workers (threadpoolctl). The outcome is a :class:`leashed.results.RunResult`
 with ``source="runtime"``.
+
+``spec.sparsifier`` (``topk:K``, ``randk:K``, with ``spec.error_memory``) sparsifies every gradient before
+it is published, for every algorithm (papers.md §5, docs/sparsification.md): K is checked against the
+model (:func:`sparse_config`) before any thread starts.
 """
 
 from __future__ import annotations
@@ -23,10 +27,19 @@ import numpy as np
 from leashed.errors import SpecError
 from leashed.results import RunResult, Samples, UpdateLog, machine_metadata
 from leashed.runtime import _workers
+from leashed.runtime._sparse import KIND_CODES as SPARSE_CODES
 from leashed.runtime._store import ParameterStore, pool_size
-from leashed.spec import ALGORITHM_CODES, DATALESS_MODELS, INF, STEP_POLICY_CODES, ExperimentSpec
+from leashed.spec import (
+    ALGORITHM_CODES,
+    DATALESS_MODELS,
+    INF,
+    STEP_POLICY_CODES,
+    ExperimentSpec,
+    sparsifier_k,
+)
 
-__all__ = ["MAX_THREADS", "TAIL_CAVEAT", "Prepared", "fleet_beta", "prepare", "run", "thread_seeds"]
+__all__ = ["MAX_THREADS", "TAIL_CAVEAT", "Prepared", "fleet_beta", "prepare", "run", "sparse_config",
+           "thread_seeds"]
 
 #: the published word keeps 16 bits for the slot index (2m+2 slots)
 MAX_THREADS = 4096
@@ -89,6 +102,9 @@ def prepare(spec: ExperimentSpec, dataset: Any = None) -> Prepared:
         shape = dataset.input_shape if spec.model == "cnn" else None
         model = build_model(spec.model, dataset.n_features, dataset.n_classes, spec.hidden, input_shape=shape)
     n_rows = int(dataset.X_train.shape[0])
+    if n_rows // spec.batch_size < 1:  # also with --updates, which skips total_gradients' own check
+        raise SpecError(f"batch size {spec.batch_size} is larger than the training set "
+                        f"({n_rows} rows); choose --batch-size <= {n_rows}")
     total = spec.total_gradients(n_rows)
     if total < spec.threads:
         raise SpecError(f"{total} gradients in total cannot keep {spec.threads} threads busy; use at most "
@@ -115,13 +131,23 @@ def thread_seeds(spec: ExperimentSpec) -> np.ndarray:
     return np.array([c.generate_state(1, np.uint64)[0] for c in children], dtype=np.uint64)
 
 
+def sparse_config(spec: ExperimentSpec, n_params: int) -> tuple[str, int]:
+    """(kind, K) of the spec's sparsifier for a model of ``n_params`` parameters (papers.md §5): kind
+    ``none``, ``topk`` or ``randk``; one-line SpecError for K > n_params, K <= 0, a malformed sparsifier,
+    or error memory without a sparsifier (``leashed.spec.sparsifier_k``, the simulator's rules)."""
+    k = sparsifier_k(spec.sparsifier, n_params)
+    kind = spec.sparsifier.split(":")[0]
+    if kind == "none" and spec.error_memory:
+        raise SpecError("error memory needs a sparsifier: pass --sparsifier topk:K or randk:K")
+    return kind, (0 if kind == "none" else k)
+
+
 def check_runtime_spec(spec: ExperimentSpec) -> None:
     """What the runtime adds to ExperimentSpec's own validation."""
     if spec.threads > MAX_THREADS:
         raise SpecError(f"the runtime runs at most {MAX_THREADS} threads, not {spec.threads}")
-    if spec.sparsifier != "none" or spec.error_memory:
-        raise SpecError("the runtime does not sparsify gradients yet; use --sparsifier none "
-                        "(the simulator supports sparsifiers)")
+    if spec.sparsifier == "none" and spec.error_memory:
+        raise SpecError("error memory needs a sparsifier: pass --sparsifier topk:K or randk:K")
     if spec.backend != "threads":
         raise SpecError(f"the runtime supports only the threads backend, not {spec.backend!r}")
 
@@ -211,6 +237,7 @@ def run(spec: ExperimentSpec, *, dataset: Any = None, progress: bool | None = No
 
     check_runtime_spec(spec)
     prep = prepared if prepared is not None else prepare(spec, dataset)
+    sparse_kind, sparse_k = sparse_config(spec, int(prep.theta0.shape[0]))  # before any thread starts
     m = spec.threads
     total = prep.total
     records = _new_records(total)
@@ -223,7 +250,7 @@ def run(spec: ExperimentSpec, *, dataset: Any = None, progress: bool | None = No
         batch_size=spec.batch_size, n_rows=int(prep.bound.n_rows), lr=float(spec.lr),
         fleet_beta=fleet_beta(m), tail_a=TAIL_A, step_table=table, schedule=prep.schedule,
         thread_seeds=thread_seeds(spec), bound=prep.bound, theta0=prep.theta0, store=store, records=records,
-        check=check,
+        check=check, sparse_kind=SPARSE_CODES[sparse_kind], sparse_k=sparse_k, error_memory=spec.error_memory,
     )
     n_eval = max(int(spec.evaluations), 0)
     thresholds = [math.ceil(i * total / n_eval) for i in range(1, n_eval)] if n_eval else []
@@ -299,13 +326,22 @@ def run(spec: ExperimentSpec, *, dataset: Any = None, progress: bool | None = No
                      wall, interrupted, metadata, check)
 
 
-def _lost_updates(spec: ExperimentSpec, params: np.ndarray, version: int) -> tuple[float | None, dict]:
+def _lost_updates(spec: ExperimentSpec, params: np.ndarray, version: int, theta0: np.ndarray,
+                  sparse: dict | None) -> tuple[float | None, dict]:
     """Counter model, lr 1, constant steps: every applied step adds exactly 1 to every coordinate, so a
-    coordinate short of the final version lost that many updates (HOGWILD!'s racing stores, T9)."""
+    coordinate short of the final version lost that many updates (HOGWILD!'s racing stores, T9).
+
+    Sparse runs (papers.md §5): an applied step adds its selected values' magnitudes to K coordinates
+    only, so the expectation per coordinate is unknown here; the threads count the mass they applied
+    (``applied_sum``), and the result is the mean lost per coordinate, (applied mass − gained mass) / d,
+    which equals the dense definition's mean; no min / max."""
     if spec.model != "counter" or spec.step_policy != "constant" or spec.lr != 1.0 or not len(params):
         return None, {}
     if version >= 2**24 or not np.all(np.isfinite(params)):
         return None, {}
+    if sparse is not None:
+        expected = float(theta0.astype(np.float64).sum() - np.sum(sparse["applied_sum"]))
+        return (expected - float(params.astype(np.float64).sum())) / len(params), {}
     lost = version - params.astype(np.float64)
     return float(lost.mean()), {"lost_updates_min": float(lost.min()), "lost_updates_max": float(lost.max())}
 
@@ -352,7 +388,8 @@ def _assemble(spec: ExperimentSpec, prep: Prepared, state: Any, store: Any, reco
         loss=np.asarray(s_loss, dtype=np.float64)[order],
         accuracy=np.asarray(s_acc, dtype=np.float64)[order],
     )
-    lost, lost_extra = _lost_updates(spec, params, version)
+    sparse = state.sparse_totals()
+    lost, lost_extra = _lost_updates(spec, params, version, prep.theta0, sparse)
     totals = {
         "updates_applied": int(per_thread["applied"].sum()),
         "updates_dropped": int(per_thread["dropped"].sum()),
@@ -375,6 +412,11 @@ def _assemble(spec: ExperimentSpec, prep: Prepared, state: Any, store: Any, reco
         "check_mode": bool(check),
         **lost_extra,
     }
+    if sparse is not None:  # papers.md §5
+        kind, k = sparse_config(spec, int(len(params)))
+        extra["sparse"] = {"kind": kind, "k": k, "error_memory": bool(spec.error_memory),
+                           "applied_sum": sparse["applied_sum"].tolist(),
+                           "memory_sum": sparse["memory_sum"].tolist()}
     if spec.algorithm == "sync":
         extra["rounds"] = int(version)
     if spec.step_policy == "fleet":

@@ -33,6 +33,11 @@ COUNTER = ["--model", "counter", "--dim", "1000", "--lr", "1", "--evaluations", 
     (["--batch-size", "0"], "batch size"),
     (["--plot", "out.txt"], ".png or .svg"),
     (["--from", "missing.npz"], "does not exist"),
+    (["--batch-size", "5000", "--updates", "400"], "batch size 5000 is larger than the training set"),
+    (["--sparsifier", "topk:1001"], "K=1001 is larger than the model (1000 parameters)"),
+    (["--sparsifier", "randk:0"], "at least 1"),
+    (["--sparsifier", "top5"], "sparsifier must be"),
+    (["--error-memory"], "error memory needs a sparsifier"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(args, needle, tmp_path):
     out = tmp_path / "run.npz"
@@ -41,6 +46,17 @@ def test_bad_input_is_one_line_and_writes_nothing(args, needle, tmp_path):
     assert_one_line_error(proc, needle)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_batch_larger_than_mnist_with_updates_is_one_line(tmp_path):
+    """--updates skips the epoch count, which used to be where a batch larger than the data was caught
+    (a ZeroDivisionError traceback while building the batch schedule)."""
+    out = tmp_path / "run.npz"
+    proc = run_cli("train", "--batch-size", "100000", "--updates", "400", "--out", str(out), cwd=tmp_path)
+    if "mnist" in proc.stderr.lower() and "batch size" not in proc.stderr:
+        pytest.skip(f"MNIST not available: {proc.stderr.strip()}")
+    assert_one_line_error(proc, "batch size 100000 is larger than the training set (60000 rows)")
+    assert not out.exists()
 
 
 def test_train_counter_then_rerun_from_the_file(tmp_path):
