@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from leashed import steprules
 from leashed.analysis.staleness import StalenessFit, _cmp_log_terms, load_fit
 from leashed.errors import LeashedError
 
@@ -67,8 +68,7 @@ def fleet_beta(m: int) -> float:
     """β = (2/(m+1))·ln(1 + ⌊(m+1)/2⌋), with the integer floor of the authors' code (papers.md §3.1, §7)."""
     if isinstance(m, bool) or int(m) != m or m < 1:
         raise LeashedError(f"fleet needs a positive whole thread count m, not {m!r}")
-    m = int(m)
-    return (2.0 / (m + 1)) * math.log(1 + (m + 1) // 2)
+    return steprules.fleet_beta(int(m))
 
 
 def fleet_factor(tau: Any, m: int) -> Any:

@@ -71,6 +71,7 @@ from leashed.errors import LeashedError, SpecError
 from leashed.results import RunResult, Samples, UpdateLog, machine_metadata
 from leashed.sim.batches import BatchSchedule
 from leashed.spec import ExperimentSpec, sparsifier_k
+from leashed.steprules import fleet_beta, step_factor
 
 __all__ = ["MPI_ALGORITHMS", "mpi_command", "mpi_rank_from_env", "run_mpi"]
 
@@ -199,18 +200,9 @@ def _build_workload(spec: ExperimentSpec) -> _Workload:
 def _step_factor_fn(spec: ExperimentSpec, workers: int) -> Callable[[int], float]:
     """s(τ) of papers.md §3: the spec's step table if it has one (s(min(τ, K))), else constant, inverse
     or fleet (with the integer floor of papers.md §3.1) in closed form."""
-    table = spec.step_table
-    if table:
-        last = len(table) - 1
-        return lambda tau: table[min(tau, last)]
-    policy = spec.step_policy
-    if policy == "constant":
-        return lambda tau: 1.0
-    if policy == "inverse":
-        return lambda tau: 1.0 / (tau + 1.0)
-    if policy == "fleet":
-        beta = (2.0 / (workers + 1)) * math.log(1 + (workers + 1) // 2)
-        return lambda tau: math.exp(-beta * tau)
+    policy = "normalised" if spec.step_table else spec.step_policy
+    if policy != "tail":
+        return lambda tau: step_factor(policy, tau, workers, table=spec.step_table)
     raise SpecError(f"step policy {policy!r} needs a step table on the mpi backend (its staleness sample "
                     f"would be state shared across ranks); pass one from `leashed fit`, use constant, "
                     f"inverse or fleet, or --backend threads")
@@ -841,7 +833,7 @@ def _assemble(spec: ExperimentSpec, work: _Workload, host: _Host, final: _Snapsh
         **lost_extra,
     }
     if spec.step_policy == "fleet" and not spec.step_table:
-        extra["fleet_beta"] = (2.0 / (len(parts) + 1)) * math.log(1 + (len(parts) + 1) // 2)
+        extra["fleet_beta"] = fleet_beta(len(parts))
     if spec.algorithm == "leashed":
         extra["pool_slots"] = host.store.slots
         extra["live_vectors_max"] = int(samples.live_vectors.max()) if len(samples) else None

@@ -23,13 +23,13 @@ the dense forms. The final error memories are in :attr:`ReferenceResult.memory`.
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from leashed import steprules
 from leashed.spec import INF, ExperimentSpec
 
 __all__ = ["ReferenceResult", "TailState", "reference_run", "step_factor"]
@@ -57,23 +57,9 @@ class TailState:
 
 def step_factor(policy: str, tau: int, threads: int, *, tail: TailState | None = None,
                 table: tuple[float, ...] | None = None, tail_a: float = 1.0) -> float:
-    """s(tau) (papers.md §3.1, §3.2): constant 1; inverse 1/(tau+1); fleet exp(-beta tau) with beta =
-    (2/(m+1)) ln(1 + floor((m+1)/2)); tail 1 + A(1 - 2F(tau)) once sampled, else 1; normalised
-    table[min(tau, len-1)]."""
-    if policy == "constant":
-        return 1.0
-    if policy == "inverse":
-        return 1.0 / (tau + 1.0)
-    if policy == "fleet":
-        beta = (2.0 / (threads + 1)) * math.log(1 + (threads + 1) // 2)
-        return math.exp(-beta * tau)
-    if policy == "tail":
-        frac = None if tail is None else tail.fraction_below(tau)
-        return 1.0 if frac is None else 1.0 + tail_a * (1.0 - 2.0 * frac)
-    if policy == "normalised":
-        assert table, "the normalised policy needs a step table"
-        return float(table[min(tau, len(table) - 1)])
-    raise ValueError(f"unknown step policy {policy!r}")
+    """s(tau) of :func:`leashed.steprules.step_factor`, with F(tau) from the TAIL-tau sample ``tail``."""
+    frac = None if tail is None else tail.fraction_below(tau)
+    return steprules.step_factor(policy, tau, threads, table=table, tail_fraction=frac, tail_a=tail_a)
 
 
 @dataclass

@@ -37,6 +37,7 @@ from leashed.spec import (
     ExperimentSpec,
     sparsifier_k,
 )
+from leashed.steprules import fleet_beta
 
 __all__ = ["MAX_THREADS", "TAIL_CAVEAT", "Prepared", "fleet_beta", "prepare", "run", "sparse_config",
            "thread_seeds"]
@@ -54,12 +55,6 @@ TAIL_CAVEAT = ("note: step policy 'tail' is TAIL-tau as in the authors' code (pa
 
 assert _workers.ALGORITHM_CODES == ALGORITHM_CODES, "algorithm codes of _workers.pyx and spec.py differ"
 assert _workers.POLICY_CODES == STEP_POLICY_CODES, "step policy codes of _workers.pyx and spec.py differ"
-
-
-def fleet_beta(threads: int) -> float:
-    """FLeet's beta = (2/(m+1)) * ln(1 + floor((m+1)/2)) with the authors' integer division (papers.md
-    §3.1): for m = 2, floor(3/2) = 1 and beta = (2/3) ln 2."""
-    return (2.0 / (threads + 1)) * math.log(1 + (threads + 1) // 2)
 
 
 @dataclass

@@ -31,6 +31,7 @@ import numpy as np
 from leashed.errors import SpecError
 from leashed.sim.batches import BatchSchedule
 from leashed.spec import DATALESS_MODELS, ExperimentSpec, sparsifier_k
+from leashed.steprules import fleet_beta, step_factor
 
 __all__ = ["EVAL_TRAIN_ROWS", "GradientEngine", "NumpySparsifier", "dataset_name", "fleet_beta",
            "randk_python", "sparse_seeds", "sparsify_numpy", "step_factor", "topk_numpy"]
@@ -47,26 +48,6 @@ def dataset_name(spec: ExperimentSpec) -> str:
     if spec.model in DATALESS_MODELS and spec.dataset == "mnist":
         return DATALESS_MODELS[spec.model]
     return spec.dataset
-
-
-def fleet_beta(m: int) -> float:
-    """FLeet's β = (2/(m+1))·ln(1 + ⌊(m+1)/2⌋), with the authors' integer division (papers.md §3.1)."""
-    return (2.0 / (m + 1)) * math.log(1 + (m + 1) // 2)
-
-
-def step_factor(policy: str, tau: int, m: int, table: tuple[float, ...] | None = None) -> float:
-    """s(τ) of the stateless policies (papers.md §3.1, §3.2); ``tail`` needs :class:`_Tail`."""
-    if policy == "constant":
-        return 1.0
-    if policy == "inverse":
-        return 1.0 / (tau + 1)
-    if policy == "fleet":
-        return math.exp(-fleet_beta(m) * tau)
-    if policy == "normalised":
-        if not table:
-            raise SpecError("step policy 'normalised' needs a step table (a fitted staleness model)")
-        return table[min(tau, len(table) - 1)]
-    raise SpecError(f"step policy {policy!r} has no stateless factor")
 
 
 class _Tail:
@@ -154,7 +135,7 @@ class GradientEngine:
     def factor(self, tau: int, step: int) -> float:
         if self._tail is not None:
             return self._tail(tau, step)
-        return step_factor(self.spec.step_policy, tau, self.m, self.spec.step_table)
+        return step_factor(self.spec.step_policy, tau, self.m, table=self.spec.step_table)
 
     def apply(self, g: np.ndarray, tau: int, step: int) -> None:
         """θ ← θ − α_c·s(τ)·g in float32 (``step`` is the version the update creates)."""
