@@ -8,8 +8,8 @@
 #
 # The struct itself is defined in models/model_abi.h (the fixed C interface). This file holds C-level
 # declarations only (no extension types), so cimporting it never imports the module at run time.
-# _kernels.pyx itself does not rely on this file being found (it declares the struct under a private
-# alias), because setup.py's cythonize include path does not map leashed.models to models/.
+# setup.py's link tree (build/cython_include/leashed/models -> models/) lets Cython find it under that
+# name; _kernels.pyx itself declares the struct under a private alias and does not depend on this file.
 
 from libc.stdint cimport int32_t, int64_t
 

@@ -47,23 +47,12 @@ from leashed.runtime._atomics cimport (lsh_aligned_calloc, lsh_backoff, lsh_barr
                                        pthread_mutex_lock, pthread_mutex_t, pthread_mutex_unlock)
 from leashed.runtime._sparse cimport (SPARSE_NONE, SPARSE_RANDK, SPARSE_TOPK, sparse_apply,
                                       sparse_apply_relaxed, sparse_perm_init, sparse_scatter, sparse_select)
+from leashed.models._kernels cimport leashed_model_t
 from leashed.runtime._store cimport (lsh_store_t, make_word, store_acquire, store_discard, store_pin,
                                      store_pinned_gen, store_publish_pinned, store_theta, store_unpin,
                                      store_verify, word_slot, word_version)
 
 cnp.import_array()
-
-
-cdef extern from "model_abi.h" nogil:
-    cdef struct leashed_model_s:
-        double (*loss_grad)(const leashed_model_s *self, const float *theta, const int64_t *rows,
-                            int64_t n, float *grad, float *work) noexcept nogil
-        void *ctx
-        int64_t n_params
-        int64_t work_floats
-        int64_t batch_size
-        int64_t n_rows
-    ctypedef leashed_model_s leashed_model_t
 
 
 cdef extern from "<time.h>" nogil:
