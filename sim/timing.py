@@ -160,12 +160,11 @@ class Exponential(Distribution):
 
 
 @dataclass(frozen=True, repr=False)
-class Gamma(Distribution):
-    """Gamma with the given mean and cv: shape 1/cv², scale mean·cv²."""
+class _MeanCv(Distribution):
+    """A law given by its mean (seconds) and coefficient of variation; ``name`` is its string prefix."""
 
     mean_s: float
     cv_: float
-    name = "gamma"
 
     @property
     def mean(self) -> float:
@@ -174,6 +173,16 @@ class Gamma(Distribution):
     @property
     def cv(self) -> float:
         return self.cv_
+
+    def describe(self) -> str:
+        return f"{self.name}:mean={_fmt(self.mean_s)},cv={_fmt(self.cv_)}"
+
+
+@dataclass(frozen=True, repr=False)
+class Gamma(_MeanCv):
+    """Gamma with the given mean and cv: shape 1/cv², scale mean·cv²."""
+
+    name = "gamma"
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         if self.cv_ == 0:
@@ -181,34 +190,18 @@ class Gamma(Distribution):
         shape = 1.0 / self.cv_**2
         return rng.gamma(shape, self.mean_s / shape, n)
 
-    def describe(self) -> str:
-        return f"gamma:mean={_fmt(self.mean_s)},cv={_fmt(self.cv_)}"
-
 
 @dataclass(frozen=True, repr=False)
-class LogNormal(Distribution):
+class LogNormal(_MeanCv):
     """Log-normal with the given mean and cv: σ² = ln(1 + cv²), μ = ln(mean) − σ²/2."""
 
-    mean_s: float
-    cv_: float
     name = "lognormal"
-
-    @property
-    def mean(self) -> float:
-        return self.mean_s
-
-    @property
-    def cv(self) -> float:
-        return self.cv_
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         if self.cv_ == 0:
             return np.full(n, self.mean_s)
         sigma2 = math.log1p(self.cv_**2)
         return rng.lognormal(math.log(self.mean_s) - sigma2 / 2, math.sqrt(sigma2), n)
-
-    def describe(self) -> str:
-        return f"lognormal:mean={_fmt(self.mean_s)},cv={_fmt(self.cv_)}"
 
 
 @dataclass(frozen=True, repr=False)
