@@ -12,6 +12,7 @@ Usage::
     python benchmarks/runtime_scaling.py                 # 3 repetitions of 3000 gradients, about 2 min
     python benchmarks/runtime_scaling.py --threads 1,2 --repeats 5
     python benchmarks/runtime_scaling.py --quick         # a smoke test: timings not meaningful
+    python benchmarks/runtime_scaling.py --threads 1,2,4,8,16 --updates 20000 --dataset idx:DIR  # many cores
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--algorithms", default=",".join(ALGORITHMS), help="algorithms (default all five)")
     parser.add_argument("--updates", type=int, default=3000, help="gradients per run (default 3000)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions (default 3)")
+    parser.add_argument("--dataset", default="mnist",
+                        help="data set name as in `leashed train --dataset` (default mnist), e.g. idx:DIR")
     parser.add_argument("--quick", action="store_true", help="300 gradients, one repetition, M = 1, 2")
     args = parser.parse_args(argv)
     threads = tuple(int(x) for x in args.threads.split(","))
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from leashed.models.datasets import load_dataset
 
-    dataset = load_dataset("mnist")
+    dataset = load_dataset(args.dataset)
     start = time.perf_counter()
     runs = measure(algorithms, threads, updates, repeats, dataset)
     print(table(runs, threads).to_text())

@@ -35,6 +35,8 @@ cdef extern from "_atomics.h" nogil:
 
     float lsh_load_f32_relaxed(const float *p)
     void lsh_store_f32_relaxed(float *p, float v)
+    void lsh_copy_f32_racy(float *dst, const float *src, int64_t n)
+    void lsh_axpy_f32_racy(float *theta, float a, const float *g, int64_t n)
 
     void lsh_fence_seq_cst()
     void lsh_cpu_relax()

@@ -14,6 +14,9 @@ def step_factors(policy: int, taus: npt.ArrayLike, threads: int, fleet_beta: flo
                  tail_samples: npt.ArrayLike | None = None,
                  step_table: npt.ArrayLike | None = None) -> npt.NDArray[np.float64]: ...
 
+def racy_copy(dst: npt.NDArray[np.float32], src: npt.NDArray[np.float32]) -> None: ...
+def racy_axpy(theta: npt.NDArray[np.float32], a: float, g: npt.NDArray[np.float32]) -> None: ...
+
 class Run:
     n_threads: int
     n_params: int

@@ -40,9 +40,9 @@ from libc.string cimport memcpy, memset
 
 from leashed.runtime._atomics cimport (lsh_aligned_calloc, lsh_backoff, lsh_barrier_init, lsh_barrier_t,
                                        lsh_barrier_wait, lsh_cas_acq_rel, lsh_fetch_add_acq_rel,
-                                       lsh_fetch_add_relaxed, lsh_load_acquire, lsh_load_f32_relaxed,
-                                       lsh_load_relaxed, lsh_min_relaxed, lsh_now_ns, lsh_padded_i64,
-                                       lsh_store_f32_relaxed, lsh_store_relaxed,
+                                       lsh_axpy_f32_racy, lsh_copy_f32_racy, lsh_fetch_add_relaxed,
+                                       lsh_load_acquire, lsh_load_relaxed, lsh_min_relaxed, lsh_now_ns,
+                                       lsh_padded_i64, lsh_store_relaxed,
                                        lsh_store_release, pthread_mutex_destroy, pthread_mutex_init,
                                        pthread_mutex_lock, pthread_mutex_t, pthread_mutex_unlock)
 from leashed.runtime._sparse cimport (SPARSE_NONE, SPARSE_RANDK, SPARSE_TOPK, sparse_apply,
@@ -466,9 +466,10 @@ cdef void loop_lock(ctx_t *c, int64_t tid) noexcept nogil:
 
 cdef void loop_hogwild(ctx_t *c, int64_t tid) noexcept nogil:
     """HOGWILD! (papers.md §2) with an exact ("ideal") version counter: racy element-wise copy of theta,
-    gradient on the copy, tau from an atomic fetch_add, then racing element-wise updates. Element loads
-    and stores are relaxed atomics: updates can be lost (two threads read the same old value), which is
-    the algorithm, but no value is ever torn and the race is defined behaviour in C11. Sparse (papers.md
+    gradient on the copy, tau from an atomic fetch_add, then racing element-wise updates. Every element is
+    read and written whole (lsh_copy_f32_racy / lsh_axpy_f32_racy in _atomics.h: aligned SSE2 accesses on
+    x86-64, relaxed atomics elsewhere): updates can be lost (two threads read the same old value), which
+    is the algorithm, but no value is ever torn. Sparse (papers.md
     §5): only the K selected coordinates race (sparse_apply_relaxed), so fewer updates collide."""
     cdef thread_t *t = &c.threads[tid]
     cdef int64_t k, ts, tg, tc, t0, t1, i, n = c.n_params, nsel = 0
@@ -486,8 +487,7 @@ cdef void loop_hogwild(ctx_t *c, int64_t tid) noexcept nogil:
         # acquire: keeps the element loads below from moving above the version read, so the copy is at
         # least as new as t0 (the value of tau itself is exact with any order, by coherence of the counter)
         t0 = lsh_load_acquire(&c.version.value)
-        for i in range(n):
-            local[i] = lsh_load_f32_relaxed(&theta[i])
+        lsh_copy_f32_racy(local, theta, n)
         if first:
             start_gate(c)
             first = False
@@ -510,8 +510,7 @@ cdef void loop_hogwild(ctx_t *c, int64_t tid) noexcept nogil:
             sparse_apply_relaxed(theta, t.idx, t.val, nsel, a)
             t.applied_sum += a * value_sum(t.val, nsel)
         else:
-            for i in range(n):
-                lsh_store_f32_relaxed(&theta[i], lsh_load_f32_relaxed(&theta[i]) - a * g[i])
+            lsh_axpy_f32_racy(theta, a, g, n)
         tail_observe(c, t1, t1 - t0)
         tc = now_rel(c)
         t.applied += 1
@@ -987,8 +986,7 @@ cdef class Run:
                 pthread_mutex_unlock(&c.mutex)
             elif c.algorithm == ALG_HOGWILD:
                 version = lsh_load_acquire(&c.version.value)
-                for i in range(c.n_params):
-                    dst[i] = lsh_load_f32_relaxed(&c.theta[i])
+                lsh_copy_f32_racy(dst, c.theta, c.n_params)
                 when = now_rel(c)
             else:
                 c.snap_dst = dst
@@ -1106,3 +1104,20 @@ def step_factors(int policy, taus, int64_t threads, double fleet_beta, double ta
     for i in range(tv.shape[0]):
         ov[i] = step_factor(&c, tv[i])
     return out
+
+
+def racy_copy(float[::1] dst, const float[::1] src):
+    """dst[:] = src through HOGWILD!'s whole-vector racy copy (lsh_copy_f32_racy; for tests of its
+    unaligned head, vector body and tail against numpy)."""
+    if dst.shape[0] != src.shape[0]:
+        raise ValueError("dst and src differ in length")
+    if dst.shape[0]:
+        lsh_copy_f32_racy(&dst[0], &src[0], dst.shape[0])
+
+
+def racy_axpy(float[::1] theta, float a, const float[::1] g):
+    """theta -= a * g through HOGWILD!'s whole-vector racy update (lsh_axpy_f32_racy), in place."""
+    if theta.shape[0] != g.shape[0]:
+        raise ValueError("theta and g differ in length")
+    if theta.shape[0]:
+        lsh_axpy_f32_racy(&theta[0], a, &g[0], theta.shape[0])

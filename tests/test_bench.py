@@ -91,7 +91,8 @@ def test_vs_pytorch_without_torch_prints_one_line_and_exits_0():
 
 
 def test_scripts_have_help():
-    for name in ("limit", "vs_pytorch_hogwild", "paper_comparison"):
+    for name in ("limit", "vs_pytorch_hogwild", "paper_comparison", "runtime_scaling", "sim_speed",
+                 "sparsification", "mpi_scaling"):
         proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"], capture_output=True,
                               text=True, timeout=60)
         assert proc.returncode == 0 and "--quick" in proc.stdout, name
@@ -153,3 +154,32 @@ def test_torch_model_uses_leashed_layout_and_init():
     with torch.no_grad():
         theirs = torch.nn.functional.cross_entropy(net(torch.from_numpy(X)), torch.from_numpy(y).long())
     assert ours == pytest.approx(float(theirs), rel=1e-4)
+
+
+def test_runtime_scaling_quick_prints_speedups_and_target_notes():
+    """The docs/benchmarks.md example in quick mode: one table, M = 1 and 2, speedups and target notes."""
+    cmd = [sys.executable, str(BENCH / "runtime_scaling.py"), "--quick", "--algorithms",
+           "seq,leashed,hogwild"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    header = _table_header(proc.stdout, "Runtime throughput")
+    assert header[:4] == ["algorithm", "M=1", "upd/s", "M=2"], header
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()
+            if line.split() and line.split()[0] in ("seq", "leashed", "hogwild")}
+    assert set(rows) == {"seq", "leashed", "hogwild"}
+    for name in ("leashed", "hogwild"):
+        m1, m2, speedup = float(rows[name][1]), float(rows[name][2]), float(rows[name][3])
+        assert m1 > 0 and m2 > 0 and speedup == pytest.approx(m2 / m1, abs=0.02)
+        assert f"{name} at M=2:" in proc.stdout
+    assert "300 gradients per run, 1 repetitions" in proc.stdout
+
+
+def test_gradient_throughput_prints_one_row_per_batch():
+    proc = subprocess.run([sys.executable, str(BENCH / "gradient_throughput.py"), "--batch", "8", "16",
+                           "--seconds", "0.02"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] in (["8"], ["16"])]
+    assert [r[0] for r in rows] == ["8", "16"]
+    for r in rows:
+        kernel, numpy_rate, ratio = float(r[1]), float(r[3]), float(r[4].rstrip("x"))
+        assert kernel > 0 and numpy_rate > 0 and ratio == pytest.approx(kernel / numpy_rate, rel=0.02)
