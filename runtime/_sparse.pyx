@@ -12,10 +12,11 @@ Semantics (papers.md §5, "In leashed"; identical to the numpy implementation in
 * ``topk:K`` keeps the K coordinates of largest magnitude |a_j|. **Ties: the lower index wins**: among
   equal magnitudes the coordinates are taken in increasing index order, which is the order of a stable
   ``np.argsort(-np.abs(a))``. A NaN counts as smaller than every magnitude (taken last, again lower index
-  first), as in that argsort; -0.0 and +0.0 are equal. Cost O(d) expected: one pass writes |a| into the
-  scratch, an introselect (random-pivot three-way quickselect, heapsort after 2·log2(d) bad rounds)
-  finds the K-th largest magnitude T, and one pass in index order keeps every |a_j| > T and the first
-  |a_j| = T coordinates until K are kept, so the output is already sorted by index.
+  first), as in that argsort; -0.0 and +0.0 are equal. Cost O(d) expected: an introselect (random-pivot
+  three-way quickselect, heapsort after 2·log2(d) bad rounds) finds the K-th largest magnitude T over
+  the magnitudes at or above a threshold guessed from a 2,048-value sample (over all d for small d,
+  large K or a bad guess; the result is the same), and one pass in index order keeps every |a_j| > T
+  and the first |a_j| = T coordinates until K are kept, so the output is already sorted by index.
 * ``randk:K`` keeps K distinct coordinates drawn uniformly from the thread's splitmix64 generator
   (runtime/_atomics.h ``lsh_splitmix64``) by a partial Fisher–Yates shuffle of a persistent scratch
   permutation: draw i swaps position i with i + ⌊x·(d − i) / 2^64⌋ (``lsh_bounded``), i = 0 … K−1, so one
@@ -32,7 +33,7 @@ Semantics (papers.md §5, "In leashed"; identical to the numpy implementation in
 import numpy as np
 
 cimport numpy as cnp
-from libc.math cimport fabsf
+from libc.math cimport fabsf, sqrt
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy, memset
 
@@ -210,14 +211,45 @@ cdef float sparse_kth_magnitude(float *mag, int64_t d, int64_t k) noexcept nogil
     return mag[p]
 
 
+cdef enum:
+    TOPK_SAMPLE = 2048  # magnitudes sampled to guess a threshold below the K-th largest
+
+
+cdef inline uint64_t _sample_seed(int64_t d) noexcept nogil:
+    """The fixed splitmix64 state the top-k threshold sample of a d-vector starts from."""
+    return 0x2545F4914F6CDD1DULL ^ <uint64_t>d
+
+
+cdef float _sampled_threshold(const float *a, int64_t d, int64_t k, float *mag) noexcept nogil:
+    """A guess t0 a little below the k-th largest magnitude of a[0..d): the r-th largest of TOPK_SAMPLE
+    magnitudes at positions from a fixed splitmix64 stream, r the sample's expected count above the
+    k-th largest plus a quarter plus 3 standard deviations plus 8 (so |a_j| >= t0 holds for about 1.25 k
+    coordinates, and for fewer than k only with a tiny probability). Uses mag[0..TOPK_SAMPLE)."""
+    cdef uint64_t state = _sample_seed(d)
+    cdef int64_t i, r
+    cdef double expected = <double>TOPK_SAMPLE * <double>k / <double>d
+    for i in range(TOPK_SAMPLE):
+        mag[i] = _magnitude(a[<int64_t>lsh_bounded(lsh_splitmix64(&state), <uint64_t>d)])
+    r = <int64_t>(1.25 * expected + 3.0 * sqrt(expected) + 8.0)
+    if r > TOPK_SAMPLE:
+        r = TOPK_SAMPLE
+    return sparse_kth_magnitude(mag, TOPK_SAMPLE, r)
+
+
 cdef int64_t sparse_topk(const float *a, int64_t d, int64_t k, float *mag, int64_t *idx,
                          float *val) noexcept nogil:
     """Top-k of a[0..d) by magnitude, ties to the lower index (module docstring).
 
     Writes the k kept coordinates in increasing order to idx[0..k) and their values a[idx] to val[0..k);
-    mag[0..d) is scratch. Returns k, or -1 if k is not in [1, d]. Expected O(d)."""
-    cdef int64_t j, n = 0, n_gt = 0, need_eq
-    cdef float t, m, x
+    mag[0..d) is scratch. Returns k, or -1 if k is not in [1, d]. Expected O(d).
+
+    The K-th largest magnitude T is found by introselect over the candidates |a_j| >= t0, a threshold
+    guessed from a sample (_sampled_threshold), when there are at least k of them: every coordinate left
+    out is below t0 <= T, so T and the count above T are those of the whole vector, and the result is
+    the same as selecting over all d (only faster: one branch-free pass and a selection over about 1.25 k
+    values instead of d). Too few candidates (a bad sample), small d or k > d/4: all d magnitudes."""
+    cdef int64_t j, n = 0, n_gt = 0, n_eq = 0, need_eq, nc = 0, take, tie
+    cdef float t, t0, m, x
     if k < 1 or k > d:
         return -1
     if k == d:
@@ -225,24 +257,43 @@ cdef int64_t sparse_topk(const float *a, int64_t d, int64_t k, float *mag, int64
             idx[j] = j
             val[j] = a[j]
         return d
-    for j in range(d):
-        mag[j] = _magnitude(a[j])
-    t = sparse_kth_magnitude(mag, d, k)
-    for j in range(d - k + 1, d):  # every magnitude > t lies here (sparse_kth_magnitude's layout)
+    if d >= 8 * TOPK_SAMPLE and k <= d // 4:  # TOPK_SAMPLED_MIN_D
+        t0 = _sampled_threshold(a, d, k, mag)
+        for j in range(d):  # branch-free: write every magnitude, keep it by advancing nc
+            m = _magnitude(a[j])
+            mag[nc] = m
+            nc += m >= t0
+    if nc < k:
+        nc = d
+        for j in range(d):
+            mag[j] = _magnitude(a[j])
+    t = sparse_kth_magnitude(mag, nc, k)
+    for j in range(nc - k + 1, nc):  # every magnitude > t lies here (sparse_kth_magnitude's layout)
         if mag[j] > t:
             n_gt += 1
-    need_eq = k - n_gt  # >= 1: mag[d-k] == t is one of the k largest
-    for j in range(d):
-        x = a[j]
-        m = _magnitude(x)
-        if m > t or (m == t and need_eq > 0):
-            if m == t:
-                need_eq -= 1
+    need_eq = k - n_gt  # >= 1: mag[nc-k] == t is one of the k largest
+    for j in range(nc - k):  # ties with t left out of the k largest can only lie before mag[nc-k]
+        n_eq += mag[j] == t
+    if n_eq == 0:  # every coordinate with |a_j| == t is kept (the usual case): keep |a_j| >= t
+        for j in range(d):
+            x = a[j]
             idx[n] = j
             val[n] = x
-            n += 1
+            n += _magnitude(x) >= t
             if n == k:
                 break
+        return n
+    for j in range(d):  # more ties than places: keep m > t, and m == t while places are left
+        x = a[j]
+        m = _magnitude(x)
+        tie = m == t
+        take = (m > t) | (tie & (need_eq > 0))
+        need_eq -= take & tie
+        idx[n] = j
+        val[n] = x
+        n += take
+        if n == k:
+            break
     return n
 
 
@@ -412,6 +463,23 @@ def topk(a, k):
     with nogil:
         sparse_topk(&av[0], d, kk, &mag[0], &iv[0], &vv[0])
     return idx, val
+
+
+TOPK_SAMPLE_SIZE = TOPK_SAMPLE
+#: top-k samples a threshold only when d >= TOPK_SAMPLED_MIN_D and k <= d // 4
+TOPK_SAMPLED_MIN_D = 8 * TOPK_SAMPLE
+
+
+def topk_sample_positions(d):
+    """The TOPK_SAMPLE_SIZE positions (with repeats) whose magnitudes sparse_topk samples for a d-vector
+    (for tests that build inputs on which the guessed threshold is too high)."""
+    cdef uint64_t state = _sample_seed(d)
+    out = np.empty(TOPK_SAMPLE, dtype=np.int64)
+    cdef int64_t[::1] ov = out
+    cdef int64_t i
+    for i in range(TOPK_SAMPLE):
+        ov[i] = <int64_t>lsh_bounded(lsh_splitmix64(&state), <uint64_t>d)
+    return out
 
 
 def splitmix64(state):

@@ -275,3 +275,44 @@ def test_bad_arguments_are_refused():
         sp.apply(np.zeros(5, np.float64), [1], [1.0], 1.0)
     with pytest.raises(ValueError):
         sp.Sparsifier("topk", 5, 2)(np.ones(4, np.float32))
+
+
+# ------------------------------------------------------------- top-k's sampled threshold (d >= 16384)
+def _sampled_inputs(d: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Inputs for the sampled-threshold path: continuous, tied, mostly zero, with NaNs, all equal."""
+    normal = (rng.standard_normal(d) * rng.random(d) ** 3).astype(np.float32)
+    mostly_zero = np.zeros(d, np.float32)
+    nz = rng.choice(d, 300, replace=False)
+    mostly_zero[nz] = rng.standard_normal(300).astype(np.float32)
+    with_nan = normal.copy()
+    with_nan[rng.choice(d, d // 3, replace=False)] = np.nan
+    return {"normal": normal, "tied": tied_vector(d, rng), "mostly_zero": mostly_zero,
+            "with_nan": with_nan, "equal": np.full(d, -0.5, np.float32)}
+
+
+@pytest.mark.parametrize("d", [sp.TOPK_SAMPLED_MIN_D, 50_001, 101_770])
+def test_topk_with_a_sampled_threshold_is_exact(d):
+    """Large vectors take the sampled-threshold path; the result must equal the stable argsort's."""
+    rng = np.random.default_rng(d)
+    for name, a in _sampled_inputs(d, rng).items():
+        for k in (1, 10, 299, 301, 1017, d // 10, d // 4, d // 4 + 1):
+            idx, val = sp.topk(a, k)
+            expected = topk_numpy(a, k)
+            assert np.array_equal(idx, expected), (name, k)
+            assert np.array_equal(val, a[expected], equal_nan=True), (name, k)
+
+
+def test_topk_falls_back_when_the_sample_overestimates_the_threshold():
+    """Large values exactly at the sampled positions and small ones elsewhere: the guessed threshold
+    keeps far fewer than k candidates, so top-k must fall back to all d magnitudes and stay exact."""
+    d, k = sp.TOPK_SAMPLED_MIN_D + 3, 1000
+    rng = np.random.default_rng(7)
+    a = rng.random(d).astype(np.float32)
+    sampled = np.unique(sp.topk_sample_positions(d))
+    assert len(sampled) > 1500 and sampled.min() >= 0 and sampled.max() < d
+    a[sampled] = (10 + rng.random(len(sampled))).astype(np.float32)
+    assert np.count_nonzero(a >= 10) > k  # the k largest are all sampled ones ...
+    b = a.copy()
+    b[sampled[::2]] = 0.5  # ... and here half of them are small: fewer large values than k
+    for x in (a, b):
+        assert np.array_equal(sp.topk(x, k)[0], topk_numpy(x, k))
