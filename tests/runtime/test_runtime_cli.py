@@ -94,14 +94,21 @@ def test_tail_prints_the_mean_factor_caveat(tmp_path):
 
 
 def test_ctrl_c_saves_the_partial_result(tmp_path, capsys):
-    out = tmp_path / "int.npz"
-    timer = threading.Timer(2.0, _thread.interrupt_main)
-    timer.start()
-    try:
-        code = main(["train", "--algorithm", "leashed", "--threads", "2", "--model", "counter", "--dim",
-                     "200000", "--lr", "1", "--updates", "400000", "--evaluations", "0", "--out", str(out)])
-    finally:
-        timer.cancel()
+    # Once in a full-suite run the simulated Ctrl-C (interrupt_main, 2 s in) was never acted on and the
+    # 30-second run completed (exit 0, nothing on stderr); a second try tells that apart from a broken
+    # Ctrl-C path, which exits 0 both times.
+    for attempt in range(2):
+        out = tmp_path / f"int{attempt}.npz"
+        timer = threading.Timer(2.0, _thread.interrupt_main)
+        timer.start()
+        try:
+            code = main(["train", "--algorithm", "leashed", "--threads", "2", "--model", "counter", "--dim",
+                         "200000", "--lr", "1", "--updates", "400000", "--evaluations", "0", "--out",
+                         str(out)])
+        finally:
+            timer.cancel()
+        if code != 0:
+            break
     assert code == 130
     assert "partial result" in capsys.readouterr().err
     result = RunResult.load(out)
