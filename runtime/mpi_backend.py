@@ -55,8 +55,10 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -89,7 +91,7 @@ _SLOT_BITS = 20
 _SLOT_MASK = (1 << _SLOT_BITS) - 1
 #: slot states: FREE (in the pool), LIVE (claimed: private while built, then published), STALE (replaced)
 _FREE, _LIVE, _STALE = 0, 2, 3
-_STOP = 1 << 62  # written into the ticket counter to stop all workers (divergence)
+_STOP = 1 << 62  # written into the ticket counter to stop all workers (divergence, Ctrl-C)
 
 #: training rows the sampled loss is evaluated on (the test set is always used whole)
 LOSS_ROWS = 10_000
@@ -385,6 +387,29 @@ class _Store:
         return int(np.count_nonzero(self.slot_states() != _FREE))
 
 
+class _InterruptFlag:
+    """Ctrl-C while the ranks run: note it instead of raising, so a rank leaves its loop between two
+    updates (no MPI call is cut short, no window left locked), stops the others through the ticket
+    counter, and the partial result is gathered and saved, marked ``interrupted`` (as the threaded
+    runtime does). mpiexec forwards one Ctrl-C to every rank; a second one makes it abort the run."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous: Any = None
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.raised = True
+
+    def __enter__(self) -> _InterruptFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 # ================================================================ the worker ranks
 class _Recorder:
     """Per-update records of one worker, preallocated for every ticket it could draw."""
@@ -441,6 +466,7 @@ class _Worker:
         self.persistence = spec.persistence
         self.t_origin = 0.0
         self.diverged = False
+        self.interrupted = False
 
     def now(self) -> float:
         return self.MPI.Wtime() - self.t_origin
@@ -465,12 +491,16 @@ class _Worker:
             np.multiply(self.grad, alpha, out=self.scratch)
             target -= self.scratch
 
-    def run(self) -> None:
+    def run(self, interrupt: _InterruptFlag | None = None) -> None:
         algorithm = self.spec.algorithm
         body = {"lock": self._lock, "hogwild": self._hogwild, "leashed": self._leashed}[algorithm]
         store = self.store
         with np.errstate(all="ignore"):  # a diverging run is detected from the loss and reported once
             while True:
+                if interrupt is not None and interrupt.raised:  # Ctrl-C: stop every rank, keep what is done
+                    store.write(_TICKET, _STOP)
+                    self.interrupted = True
+                    break
                 ticket = store.fop(_TICKET, 1)
                 if ticket >= self.total or not body(ticket):
                     break
@@ -567,6 +597,7 @@ class _Host:
         self.snapshots: list[_Snapshot] = []
         self.live: tuple[list[float], list[int], list[int]] = ([], [], [])
         self.t_origin = 0.0
+        self.interrupted = False
 
     def now(self) -> float:
         return self.MPI.Wtime() - self.t_origin
@@ -602,8 +633,9 @@ class _Host:
         self.snapshots.append(snap)
         return snap
 
-    def run(self, done: Any) -> None:
-        """Poll until the ``done`` request (the workers' Ibarrier) completes."""
+    def run(self, done: Any, interrupt: _InterruptFlag | None = None) -> None:
+        """Poll until the ``done`` request (the workers' Ibarrier) completes; on Ctrl-C stop the workers
+        through the ticket counter and go on waiting for them."""
         evals = max(int(self.spec.evaluations), 0)
         thresholds = [math.ceil(k * self.work.total / evals) for k in range(1, evals)] if evals else []
         if evals:
@@ -612,6 +644,9 @@ class _Host:
         every, next_live = POLL_INTERVAL_S, 0.0
         while not done.Test():
             time.sleep(POLL_INTERVAL_S)
+            if interrupt is not None and interrupt.raised and not self.interrupted:
+                self.store.write(_TICKET, _STOP)
+                self.interrupted = True
             now, version = self.now(), self.version()
             if now >= next_live:
                 times.append(now)
@@ -744,10 +779,12 @@ def _run(spec: ExperimentSpec, work: _Workload, store: _Store, MPI: Any, comm: A
     comm.Barrier()  # the common start: every rank's clock origin is its exit from this barrier
     t_origin = MPI.Wtime()
     part: dict[str, Any] = {}
+    interrupt = _InterruptFlag()
     try:
+        interrupt.__enter__()
         if rank == 0:
             host.t_origin = t_origin
-            host.run(comm.Ibarrier())
+            host.run(comm.Ibarrier(), interrupt)
             final = host.snapshot()
             if not spec.evaluations or (len(host.snapshots) > 1
                                         and host.snapshots[-2].version == final.version):
@@ -755,17 +792,18 @@ def _run(spec: ExperimentSpec, work: _Workload, store: _Store, MPI: Any, comm: A
             diverged_at = store.read(_DIVERGED)
         else:
             worker.t_origin = t_origin
-            worker.run()
+            worker.run(interrupt)
             t_end = MPI.Wtime() - t_origin
             _wait_quietly(comm.Ibarrier())
             part = {"records": worker.rec.export(), "t_end": t_end, "cas_failures": worker.cas_failures,
-                    "host": socket.gethostname()}
+                    "host": socket.gethostname(), "interrupted": worker.interrupted or interrupt.raised}
     except Exception:
         traceback.print_exc()
         sys.stderr.flush()
         comm.Abort(1)
         raise
     finally:
+        interrupt.__exit__()
         store.close()
     parts = comm.gather(part, root=0)
     if rank != 0:
@@ -807,7 +845,7 @@ def _assemble(spec: ExperimentSpec, work: _Workload, host: _Host, final: _Snapsh
         "cas_failures": int(sum(per_thread["cas_failures"])),
         "wall_time_s": float(max(p["t_end"] for p in parts)),
         "diverged_at": int(diverged_at),
-        "interrupted": False,
+        "interrupted": bool(host.interrupted or any(p.get("interrupted") for p in parts)),
         "lost_updates": lost,
     }
     extra: dict[str, Any] = {
@@ -858,7 +896,8 @@ def mpi_command(make_spec: Callable[[], ExperimentSpec], out_path: str | os.Path
     Rank 0 saves the result to ``out_path`` (``.npz`` added if missing, as ``RunResult.save`` does), then
     calls ``on_result(result)``, e.g. to print a summary; what it returns (None: 0) is rank 0's exit
     status, and a :class:`LeashedError` it raises (e.g. for a diverged run) is printed as one line and
-    gives status 2. Worker ranks return 0.
+    gives status 2. A run stopped by Ctrl-C (:class:`_InterruptFlag`) is saved with ``interrupted`` set,
+    reported in one line instead, and gives status 130. Worker ranks return 0.
     """
     rank = mpi_rank_from_env()
     try:
@@ -870,10 +909,15 @@ def mpi_command(make_spec: Callable[[], ExperimentSpec], out_path: str | os.Path
         if result is None:
             return 0
         try:
-            result.save(out_path)
+            path = result.save(out_path)
         except OSError as exc:
             raise LeashedError(f"cannot write {out_path}: {exc.strerror or exc}; "
                                f"choose another --out") from None
+        if result.totals["interrupted"]:
+            sys.stderr.write(f"leashed: interrupted: partial result ({result.totals['updates_applied']} "
+                             f"updates) saved to {path}\n")
+            sys.stderr.flush()
+            return 130
         return int(on_result(result) or 0) if on_result is not None else 0
     except LeashedError as exc:
         if rank == 0:
