@@ -8,7 +8,7 @@ peak resident memory (``ru_maxrss`` from ``os.wait4``) is its own. Per run:
 
 * wall-clock time to reach 50 %, 25 % and 10 % of the initial training loss (first sample at or below),
   and the speedup over ``lock`` at the same (model, data, m, lr, seed): ``x_lock_t25`` = lock's t25 / t25;
-* whether it diverged (non-finite loss or parameters, or a final loss above 90 % of the initial loss:
+* whether it diverged (non-finite loss or parameters, or a final loss above 80 % of the initial loss:
   too large a step can leave the loss at chance level without a NaN);
 * peak RSS of the process, the most live parameter vectors seen in the samples and their size;
 * the staleness τ it saw (mean, max), dropped gradients, committed updates per second.
@@ -56,8 +56,10 @@ ALGORITHMS: dict[str, tuple[str, str]] = {
 }
 FRACTIONS = (0.5, 0.25, 0.1)
 #: a run whose final loss is above this fraction of its initial loss counts as diverged: too large a step
-#: can send the loss up and leave it at chance level (2.30 for 10 classes) without ever producing a NaN
-STALL = 0.9
+#: can send the loss up and leave it at chance level (2.30 for 10 classes) without ever producing a NaN.
+#: 0.8, not 0.9: runs stuck near chance ended at 87-89 % of the initial loss (m = 16, lr 0.2, test
+#: accuracy 0.21-0.22), while the runs that train end below 35 % even after one epoch
+STALL = 0.8
 COLUMNS = ["model", "dataset", "m", "lr", "seed", "algorithm", "updates_per_s", "t50_s", "t25_s", "t10_s",
            "x_lock_t25", "diverged", "final_loss", "test_acc", "tau_mean", "tau_max", "dropped",
            "live_max", "vectors_MiB", "rss_MiB", "wall_s"]
