@@ -14,8 +14,9 @@ import json
 import math
 import os
 import platform
+import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,3 +259,19 @@ def run_runtime(spec: Any, data: Any = None) -> Any:
     from leashed.runtime.run import run
 
     return run(spec, dataset=data, progress=False)
+
+
+def script_main(main: Callable[[], Any], name: str) -> int:
+    """Run a benchmark script's ``main`` as the leashed CLI runs a command: a LeashedError (a missing data
+    set, a bad spec) is one ``NAME: error: ...`` line and status 2, Ctrl-C one line and status 130."""
+    from leashed.errors import LeashedError
+
+    try:
+        out = main()
+        return out if isinstance(out, int) else 0
+    except LeashedError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130

@@ -108,4 +108,8 @@ def run(argv: Sequence[str] | None = None) -> list[dict[str, float]]:
 
 
 if __name__ == "__main__":
-    run()
+    import sys
+
+    from _common import script_main
+
+    sys.exit(script_main(run, "gradient_throughput.py"))

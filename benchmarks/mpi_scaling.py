@@ -152,4 +152,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _common import script_main
+
+    sys.exit(script_main(main, "mpi_scaling.py"))

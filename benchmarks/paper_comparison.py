@@ -470,4 +470,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _common import script_main
+
+    sys.exit(script_main(main, "paper_comparison.py"))

@@ -97,19 +97,32 @@ def table(runs: dict[tuple[str, int], list[dict[str, float]]], threads: tuple[in
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", default="1,2,4,8", help="thread counts (default 1,2,4,8)")
+    parser.add_argument("--threads", default=None, help="thread counts (default 1,2,4,8)")
     parser.add_argument("--algorithms", default=",".join(ALGORITHMS), help="algorithms (default all five)")
     parser.add_argument("--updates", type=int, default=3000, help="gradients per run (default 3000)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions (default 3)")
     parser.add_argument("--dataset", default="mnist",
                         help="data set name as in `leashed train --dataset` (default mnist), e.g. idx:DIR")
-    parser.add_argument("--quick", action="store_true", help="300 gradients, one repetition, M = 1, 2")
+    parser.add_argument("--quick", action="store_true",
+                        help="300 gradients, one repetition (and M = 1, 2 unless --threads is given)")
     args = parser.parse_args(argv)
-    threads = tuple(int(x) for x in args.threads.split(","))
+    if args.threads is None:
+        args.threads = "1,2" if args.quick else "1,2,4,8"
+    try:
+        threads = tuple(int(x) for x in args.threads.split(","))
+    except ValueError:
+        parser.error(f"--threads takes comma-separated thread counts such as 1,2,4 (got {args.threads!r})")
+    if not threads or min(threads) < 1:
+        parser.error(f"--threads: every thread count must be at least 1 (got {args.threads!r})")
     algorithms = tuple(a for a in args.algorithms.split(",") if a)
+    unknown = [a for a in algorithms if a not in ALGORITHMS]
+    if unknown or not algorithms:
+        parser.error(f"--algorithms: choose from {','.join(ALGORITHMS)} (got {args.algorithms!r})")
+    if args.updates < 1 or args.repeats < 1:
+        parser.error("--updates and --repeats must be at least 1")
     updates, repeats = args.updates, args.repeats
     if args.quick:
-        threads, updates, repeats = (1, 2), 300, 1
+        updates, repeats = 300, 1
 
     from leashed.models.datasets import load_dataset
 
@@ -122,4 +135,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _common import script_main
+
+    sys.exit(script_main(main, "runtime_scaling.py"))

@@ -415,4 +415,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _common import script_main
+
+    sys.exit(script_main(main, "vs_pytorch_hogwild.py"))

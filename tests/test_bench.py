@@ -183,3 +183,18 @@ def test_gradient_throughput_prints_one_row_per_batch():
     for r in rows:
         kernel, numpy_rate, ratio = float(r[1]), float(r[3]), float(r[4].rstrip("x"))
         assert kernel > 0 and numpy_rate > 0 and ratio == pytest.approx(kernel / numpy_rate, rel=0.02)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--dataset", "idx:/nonexistent-leashed-data", "--quick"], "IDX data not found"),
+    (["--threads", "0", "--quick"], "at least 1"),
+    (["--threads", "1,x", "--quick"], "comma-separated"),
+    (["--algorithms", "seq,foo", "--quick"], "choose from"),
+])
+def test_runtime_scaling_bad_input_is_one_error_line_and_status_2(args, needle):
+    proc = subprocess.run([sys.executable, str(BENCH / "runtime_scaling.py"), *args], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and needle in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
