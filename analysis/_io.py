@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from leashed._files import public_mode, write_atomic
 from leashed.errors import LeashedError
 
 MARKER = ".leashed-output"
@@ -39,24 +40,6 @@ def leashed_version() -> str:
             return "unknown"
 
 
-def _umask() -> int:
-    """The process umask, read without changing it where Linux allows (os.umask is not thread-safe)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def public_mode(path: str | os.PathLike[str], directory: bool = False) -> None:
-    """Give a ``mkstemp``/``mkdtemp`` result (0600/0700) the mode a plain ``open``/``mkdir`` would."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
-
-
 def check_plot_path(path: str | os.PathLike[str]) -> Path:
     """A figure's path; its suffix picks the format (``.png`` or ``.svg``)."""
     path = Path(path)
@@ -66,19 +49,8 @@ def check_plot_path(path: str | os.PathLike[str]) -> Path:
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        public_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``text`` (UTF-8) to ``path`` via a temporary file in the same folder and an atomic rename."""
+    return write_atomic(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def json_safe(value: Any) -> Any:

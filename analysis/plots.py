@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from leashed.analysis._io import check_plot_path, public_mode
+from leashed._files import write_atomic
+from leashed.analysis._io import check_plot_path
 
 _DPI = 110
 _STYLES = ("-", "--", "-.", ":")
@@ -49,17 +49,7 @@ def _new_figure(width: float = 7.5, height: float = 4.5) -> Figure:
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Write ``fig`` atomically; the suffix (.png or .svg) selects the format."""
     path = check_plot_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=path.suffix.lower()[1:], dpi=_DPI)
-        public_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda fh: fig.savefig(fh, format=path.suffix.lower()[1:], dpi=_DPI))
 
 
 def run_labels(results: Sequence[Any]) -> list[str]:

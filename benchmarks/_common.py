@@ -118,9 +118,9 @@ def _plain(value: Any) -> Any:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from leashed._files import write_atomic
+
+    write_atomic(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def ratio(ours: float | None, theirs: float | None) -> float | None:

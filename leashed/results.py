@@ -29,7 +29,6 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from leashed._files import write_atomic
 from leashed.errors import ResultsFileError
 from leashed.spec import ExperimentSpec
 
@@ -222,19 +222,7 @@ class RunResult:
             arrays[f"update_{name}"] = getattr(self.updates, name)
         for name in SAMPLE_FIELDS:
             arrays[f"sample_{name}"] = getattr(self.samples, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary files
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomic(path, lambda fh: np.savez_compressed(fh, **arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RunResult:
