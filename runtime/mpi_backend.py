@@ -779,32 +779,30 @@ def _run(spec: ExperimentSpec, work: _Workload, store: _Store, MPI: Any, comm: A
     comm.Barrier()  # the common start: every rank's clock origin is its exit from this barrier
     t_origin = MPI.Wtime()
     part: dict[str, Any] = {}
-    interrupt = _InterruptFlag()
-    try:
-        interrupt.__enter__()
-        if rank == 0:
-            host.t_origin = t_origin
-            host.run(comm.Ibarrier(), interrupt)
-            final = host.snapshot()
-            if not spec.evaluations or (len(host.snapshots) > 1
-                                        and host.snapshots[-2].version == final.version):
-                host.snapshots.pop()  # no evaluations, or the last threshold already saw this version
-            diverged_at = store.read(_DIVERGED)
-        else:
-            worker.t_origin = t_origin
-            worker.run(interrupt)
-            t_end = MPI.Wtime() - t_origin
-            _wait_quietly(comm.Ibarrier())
-            part = {"records": worker.rec.export(), "t_end": t_end, "cas_failures": worker.cas_failures,
-                    "host": socket.gethostname(), "interrupted": worker.interrupted or interrupt.raised}
-    except Exception:
-        traceback.print_exc()
-        sys.stderr.flush()
-        comm.Abort(1)
-        raise
-    finally:
-        interrupt.__exit__()
-        store.close()
+    with _InterruptFlag() as interrupt:
+        try:
+            if rank == 0:
+                host.t_origin = t_origin
+                host.run(comm.Ibarrier(), interrupt)
+                final = host.snapshot()
+                if not spec.evaluations or (len(host.snapshots) > 1
+                                            and host.snapshots[-2].version == final.version):
+                    host.snapshots.pop()  # no evaluations, or the last threshold already saw this version
+                diverged_at = store.read(_DIVERGED)
+            else:
+                worker.t_origin = t_origin
+                worker.run(interrupt)
+                t_end = MPI.Wtime() - t_origin
+                _wait_quietly(comm.Ibarrier())
+                part = {"records": worker.rec.export(), "t_end": t_end, "cas_failures": worker.cas_failures,
+                        "host": socket.gethostname(), "interrupted": worker.interrupted or interrupt.raised}
+        except Exception:
+            traceback.print_exc()
+            sys.stderr.flush()
+            comm.Abort(1)
+            raise
+        finally:
+            store.close()
     parts = comm.gather(part, root=0)
     if rank != 0:
         return None
