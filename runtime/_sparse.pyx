@@ -213,6 +213,7 @@ cdef float sparse_kth_magnitude(float *mag, int64_t d, int64_t k) noexcept nogil
 
 cdef enum:
     TOPK_SAMPLE = 2048  # magnitudes sampled to guess a threshold below the K-th largest
+    TOPK_MIN_D = 8 * TOPK_SAMPLE  # smallest d for which sampling pays (with k <= d // 4)
 
 
 cdef inline uint64_t _sample_seed(int64_t d) noexcept nogil:
@@ -257,7 +258,7 @@ cdef int64_t sparse_topk(const float *a, int64_t d, int64_t k, float *mag, int64
             idx[j] = j
             val[j] = a[j]
         return d
-    if d >= 8 * TOPK_SAMPLE and k <= d // 4:  # TOPK_SAMPLED_MIN_D
+    if d >= TOPK_MIN_D and k <= d // 4:
         t0 = _sampled_threshold(a, d, k, mag)
         for j in range(d):  # branch-free: write every magnitude, keep it by advancing nc
             m = _magnitude(a[j])
@@ -467,7 +468,7 @@ def topk(a, k):
 
 TOPK_SAMPLE_SIZE = TOPK_SAMPLE
 #: top-k samples a threshold only when d >= TOPK_SAMPLED_MIN_D and k <= d // 4
-TOPK_SAMPLED_MIN_D = 8 * TOPK_SAMPLE
+TOPK_SAMPLED_MIN_D = TOPK_MIN_D
 
 
 def topk_sample_positions(d):
