@@ -261,6 +261,26 @@ def run_runtime(spec: Any, data: Any = None) -> Any:
     return run(spec, dataset=data, progress=False)
 
 
+def save_loss_panels(fig: Any, axes: Any, used: int, ylabel: str, title: str, path: Path) -> Path:
+    """Finish a grid of loss-against-wall-time panels (paper_comparison, vs_pytorch_hogwild): labels, log
+    scale, grid and legend on the first ``used`` panels, the rest hidden; title; PNG at 110 dpi."""
+    import matplotlib.pyplot as plt
+
+    flat = list(axes.flat)
+    for ax in flat[:used]:
+        ax.set_xlabel("wall time (s)")
+        ax.set_ylabel(ylabel)
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    for ax in flat[used:]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
 def script_main(main: Callable[[], Any], name: str) -> int:
     """Run a benchmark script's ``main`` as the leashed CLI runs a command: a LeashedError (a missing data
     set, a bad spec) is one ``NAME: error: ...`` line and status 2, Ctrl-C one line and status 130."""

@@ -44,7 +44,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Table, diverged, finite_curve, load_note, ratio, time_to_target  # noqa: E402
+from _common import (  # noqa: E402
+    Table,
+    diverged,
+    finite_curve,
+    load_note,
+    ratio,
+    save_loss_panels,
+    time_to_target,
+)
 
 #: (label, algorithm, persistence)
 ALGORITHMS: dict[str, tuple[str, str]] = {
@@ -341,18 +349,8 @@ def plot_loss_vs_time(records: Sequence[RunRecord], path: Path, lr: float) -> Pa
             ax.plot(t[ok], loss[ok], "--" if r.row.get("diverged") else "-", marker="o", markersize=2.5,
                     color=f"C{algs.index(r.row['algorithm'])}", label=r.row["algorithm"])
         ax.set_title(f"{panel[0]} on {panel[1]}, m = {panel[2]}, lr = {use:g}", fontsize="medium")
-        ax.set_xlabel("wall time (s)")
-        ax.set_ylabel("training loss")
-        ax.set_yscale("log")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    fig.suptitle("Training loss vs wall-clock time (dashed: diverged)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_loss_panels(fig, axes, len(panels), "training loss",
+                            "Training loss vs wall-clock time (dashed: diverged)", path)
 
 
 def plot_stability(records: Sequence[RunRecord], path: Path) -> Path | None:

@@ -47,6 +47,7 @@ from _common import (  # noqa: E402
     loss_subset,
     ratio,
     run_runtime,
+    save_loss_panels,
     time_to_target,
     torch_or_none,
 )
@@ -346,18 +347,8 @@ def plot_curves(curves: Sequence[Curve], path: Path, target_loss: float | None =
         if target_loss is not None:
             ax.axhline(target_loss, color="grey", linestyle=":", linewidth=1)
         ax.set_title(f"batch {batch}, {workers} worker(s)", fontsize="medium")
-        ax.set_xlabel("wall time (s)")
-        ax.set_ylabel("training loss (10k rows)")
-        ax.set_yscale("log")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    fig.suptitle("leashed vs PyTorch Hogwild: training loss vs wall time")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_loss_panels(fig, axes, len(panels), "training loss (10k rows)",
+                            "leashed vs PyTorch Hogwild: training loss vs wall time", path)
 
 
 def build_parser() -> argparse.ArgumentParser:
