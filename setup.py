@@ -3,16 +3,24 @@
 Every ``*.pyx`` file in the card's folders is compiled as ``leashed.<package>.<name>``
 (the folder ``models/`` is the import package ``leashed.models``, see pyproject.toml).
 Set ``LEASHED_BUILD_ONLY=models,runtime`` to compile a subset while developing.
+
+``LEASHED_REUSE_INPLACE=1`` makes a wheel build (``pip wheel . --no-build-isolation``) copy an extension
+already built in place (``build_ext --inplace``, or the editable install of ``.ci/install``) instead of
+compiling it again, where that file is newer than its ``.pyx`` and every ``.pxd``/``.h`` of the four
+folders; tests/test_wheel.py uses it so that the wheel test takes seconds instead of minutes.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import sysconfig
 from pathlib import Path
 
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).parent
 PACKAGES = {"models": "leashed.models", "runtime": "leashed.runtime", "sim": "leashed.sim",
@@ -51,7 +59,30 @@ for folder, package in PACKAGES.items():
             )
         )
 
+
+
+class ReusingBuildExt(build_ext):
+    """build_ext that, with ``LEASHED_REUSE_INPLACE=1``, copies an up-to-date in-place build (module
+    docstring) instead of compiling."""
+
+    def build_extension(self, ext: Extension) -> None:
+        if os.environ.get("LEASHED_REUSE_INPLACE") == "1" and not self.inplace:
+            package, _, stem = ext.name.rpartition(".")
+            folder = ROOT / next(f for f, p in PACKAGES.items() if p == package)
+            built = folder / (stem + sysconfig.get_config_var("EXT_SUFFIX"))
+            sources = [folder / f"{stem}.pyx", *(p for f in PACKAGES for e in ("*.pxd", "*.h")
+                                                 for p in (ROOT / f).glob(e))]
+            if built.is_file() and built.stat().st_mtime > max(s.stat().st_mtime for s in sources):
+                target = Path(self.get_ext_fullpath(ext.name))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(built, target)
+                print(f"reusing in-place build {built.relative_to(ROOT)}")
+                return
+        super().build_extension(ext)
+
+
 setup(
+    cmdclass={"build_ext": ReusingBuildExt},
     ext_modules=cythonize(
         extensions,
         language_level=3,

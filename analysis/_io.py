@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from leashed._files import public_mode, write_atomic
+from leashed._files import OutputError, check_writable, make_parents, public_mode, remove_empty, write_atomic
 from leashed.errors import LeashedError
 
 MARKER = ".leashed-output"
@@ -45,7 +45,7 @@ def check_plot_path(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if path.suffix.lower() not in (".png", ".svg"):
         raise LeashedError(f"plot file {path} must end in .png or .svg")
-    return path
+    return check_writable(path, "--plot")
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
@@ -83,6 +83,7 @@ def check_output_dir(out: str | os.PathLike[str]) -> Path:
         if any(out.iterdir()) and not (out / MARKER).exists():
             raise LeashedError(f"output folder {out} exists and was not written by leashed; "
                                f"choose another --out or empty it")
+    check_writable(out, "--out", directory=True)  # its parent must take the temporary folder
     return out
 
 
@@ -90,8 +91,12 @@ def check_output_dir(out: str | os.PathLike[str]) -> Path:
 def atomic_directory(out: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces ``out`` in one rename (see module docstring)."""
     out = check_output_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    created = make_parents(out.parent)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as exc:
+        remove_empty(created)
+        raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
     try:
         yield tmp
         (tmp / MARKER).write_text("written by leashed; this folder is replaced as a whole on rewrite\n")
@@ -108,6 +113,9 @@ def atomic_directory(out: str | os.PathLike[str]) -> Iterator[Path]:
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:  # a second SIGINT/SIGTERM included: no temporary folder left behind
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty(created)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
         raise

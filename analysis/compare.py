@@ -1,39 +1,47 @@
-"""Predicted (simulator) against measured (runtime) results of the same spec (architecture.md).
+"""Predicted (simulator) against measured (runtime) results of one setting (docs/analysis.md).
 
 Results are told apart by their ``source`` (``sim`` = predicted, ``runtime`` = measured) and paired by
-(algorithm, threads, persistence T_p) -- algorithm and thread count, plus T_p so that leashed runs with
-different bounds never pair. For every pair :func:`compare_pair` reports
+:func:`pair_key`: algorithm, threads, persistence T_p, sparsifier (with error memory) and step policy.
+Several files of one key on one side are *replicates* of that side, and so are the per-seed summaries a
+simulator result may carry in ``extra["replicates"]`` (keys ``seed``, ``updates_per_s``,
+``cas_failure_fraction``, ``staleness_mean``, ``staleness_var``, ``staleness_hist``).
 
-* staleness histograms, mean, variance and dispersion D = Var τ / E τ (papers.md §1, §4);
-* the total-variation distance TV = ½ Σ_k |p_k − q_k| of the two staleness distributions;
-* a two-sample **chi-square test of homogeneity** on the 2 × B table of counts, the τ bins pooled left to
-  right so that every expected count under the pooled distribution is at least 5 (:func:`homogeneity_test`);
-  Kolmogorov–Smirnov is not used because its p-values are not valid for discrete data with ties;
-* the throughput ratio predicted/measured of committed updates per second. Simulator time is simulated
-  seconds: the ratio is meaningful only when the simulator was *calibrated* from a runtime result
-  (``sim.timing.from_result``, ``leashed simulate --calibrate-from``), recognised by a truthy
-  ``calibrated`` or ``calibrated_from`` in the sim result's ``extra``, its ``extra["timing"]`` or its
-  spec's ``extra``, or forced with ``calibrated=True``;
-* the CAS-failure fraction p = failed attempts / all attempts (papers.md §6.1, T6), its ratio and difference.
+For every pair :func:`compare_pair` estimates on each side, with a confidence interval that respects the
+autocorrelation of the commit sequence (batch means with a batch jackknife, replicates, a block bootstrap;
+:mod:`.equivalence`):
 
-**Verdict criterion** (:class:`Criteria`; defaults in brackets). A pair *differs* if any of these holds:
+* **throughput** X, committed updates per second over the commit instants ``t_commit`` (batch = a run of
+  consecutive commits, X_b = commits / duration). Simulator time is simulated seconds: judged only when
+  the simulator was *calibrated* from a runtime result (``calibrated``/``calibrated_from`` in the sim
+  result's ``extra``, its ``extra["timing"]`` or its spec's ``extra``, or ``calibrated=True``);
+* **CAS failure fraction** p = failed attempts / all attempts (papers.md §6.1, T6), only for algorithms
+  that commit by CAS (``leashed.algorithms``, ``has_cas``);
+* **mean staleness** E τ and **dispersion** D = Var τ / E τ (papers.md §1, §4);
+* the **staleness distribution**: TV = ½ Σ_k |p_k − q_k| between the sides.
 
-1. staleness distribution: homogeneity p-value < ``alpha`` [0.01] **and** TV > ``tv_tol`` [0.05] (a
-   difference both statistically detectable and large enough to matter; with 10^5 updates per side the
-   test alone flags differences of no practical size);
-2. mean staleness: |Δ mean| > ``mean_tol`` [0.10] · max(measured mean, 1) **and** Welch's z-test
-   p < ``alpha``;
-3. throughput (only if calibrated): ratio outside [1/(1 + ``throughput_tol``), 1 + ``throughput_tol``] [0.25];
-4. CAS-failure fraction (leashed only): |Δ p| > ``cas_tol`` [0.10] (the accuracy of claim T6 near the knee).
+**Verdict per quantity** (equivalence test, TOST: the two-sided 90 % interval of the difference
+predicted − measured, i.e. two one-sided 5 % tests; :class:`Criteria`): ``agree`` if the interval lies
+inside the tolerance, ``differ`` if it lies entirely outside, ``inconclusive`` otherwise. Tolerances:
 
-Otherwise it is "consistent". The tolerances follow papers.md §6.3 (approximate claims: about 10–15 %).
+* throughput: the ratio predicted/measured in [1/1.1, 1.1] (``throughput_tol`` 0.10, symmetric on the
+  log scale: |log ratio| ≤ log 1.1);
+* CAS failure fraction: |Δ p| ≤ max(0.03, 0.30 · measured p) (``cas_tol``, ``cas_rel_tol``);
+* staleness TV ≤ 0.25 (``tv_tol``), the band that repeated real runs of one setting show (measured on the
+  2-core VM, 2026-12-01: docs/analysis.md);
+* mean staleness: |Δ| ≤ 0.10 · max(measured mean, 1) (``mean_tol``); reported as ``identity`` and not
+  judged where E τ = m − 1 holds by construction on both sides (hogwild; leashed with T_p = ∞; T1);
+* dispersion: |Δ D| ≤ 0.15 · max(measured D, 1) (``dispersion_tol``).
+
+A pair's verdict is ``differ`` if any quantity differs, ``agree`` if all judged ones agree, else
+``inconclusive``; the same rule combines the pairs. The chi-square homogeneity test of the pooled counts
+is reported for information only: it assumes independent samples, and staleness is autocorrelated.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -41,23 +49,49 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy import stats
 
+from leashed.algorithms import algorithm as algorithm_entry
+from leashed.analysis import equivalence as eq
 from leashed.analysis._io import json_safe, leashed_version
 from leashed.analysis.staleness import pool_bins
 from leashed.errors import LeashedError
 
 COMPARE_FORMAT = "leashed-comparison"
-COMPARE_FORMAT_VERSION = 1
+COMPARE_FORMAT_VERSION = 2
+
+#: the staleness TV band of repeated real runs (docs/analysis.md, "How much real runs differ")
+TV_BAND = 0.25
 
 
 @dataclass(frozen=True)
 class Criteria:
-    """Thresholds of the verdict (module docstring)."""
+    """Tolerances and settings of the verdict (module docstring; :mod:`.equivalence`)."""
 
-    alpha: float = 0.01
-    tv_tol: float = 0.05
+    confidence: float = 0.90
+    throughput_tol: float = 0.10
+    cas_tol: float = 0.03
+    cas_rel_tol: float = 0.30
+    tv_tol: float = TV_BAND
     mean_tol: float = 0.10
-    throughput_tol: float = 0.25
-    cas_tol: float = 0.10
+    dispersion_tol: float = 0.15
+    #: significance level of the (information-only) chi-square homogeneity test
+    alpha: float = 0.01
+    batches: int = 30
+    min_batches: int = 10
+    min_batch: int = 20
+    max_lag1: float = 0.3
+    bootstrap: int = 400
+
+    def describe(self) -> str:
+        """One sentence stating the tolerances."""
+        t = 1 + self.throughput_tol
+        one_sided = (1 - self.confidence) / 2
+        return (f"Equivalence at {self.confidence:.0%} (two one-sided tests at {one_sided:.0%}): "
+                f"agree if the interval of the difference lies inside the tolerance, differ if outside. "
+                f"Tolerances: throughput ratio in [1/{t:g}, {t:g}] (calibrated simulations only); "
+                f"CAS failure fraction ±max({self.cas_tol:g}, {self.cas_rel_tol:.0%} of measured); "
+                f"staleness TV ≤ {self.tv_tol:g}; mean staleness ±{self.mean_tol:.0%}·max(measured, 1) "
+                f"(identity where E τ = m − 1 by construction); dispersion ±{self.dispersion_tol:.0%}"
+                f"·max(measured, 1).")
 
 
 class HomogeneityResult(NamedTuple):
@@ -70,8 +104,8 @@ class HomogeneityResult(NamedTuple):
 
 
 def _counts(a: Any) -> np.ndarray:
-    if hasattr(a, "staleness_hist"):
-        a = a.staleness_hist()
+    if hasattr(a, "staleness_histogram"):
+        a = a.staleness_histogram
     return np.asarray(a, dtype=np.float64)
 
 
@@ -92,8 +126,9 @@ def total_variation(a: Any, b: Any) -> float:
 def homogeneity_test(a: Any, b: Any, min_expected: float = 5.0) -> HomogeneityResult:
     """Chi-square test that two histograms come from one distribution (2 × B contingency table).
 
-    Bins are pooled left to right (:func:`~leashed.analysis.staleness.pool_bins` on the pooled counts) so
-    that both rows expect at least ``min_expected`` in every bin; dof = B − 1; one bin gives p = 1.
+    Information only (it assumes independent samples). Bins are pooled left to right
+    (:func:`~leashed.analysis.staleness.pool_bins`) so that both rows expect at least ``min_expected`` in
+    every bin; dof = B − 1; one bin gives p = 1.
     """
     a, b = _aligned(a, b)
     na, nb = a.sum(), b.sum()
@@ -104,8 +139,7 @@ def homogeneity_test(a: Any, b: Any, min_expected: float = 5.0) -> HomogeneityRe
     if len(bins) < 2:
         return HomogeneityResult(0.0, 0, 1.0, len(bins))
     table = np.array([[a[lo: hi + 1].sum() for lo, hi in bins], [b[lo: hi + 1].sum() for lo, hi in bins]])
-    col = table.sum(axis=0)
-    expected = np.outer([na, nb], col) / (na + nb)
+    expected = np.outer([na, nb], table.sum(axis=0)) / (na + nb)
     stat = float(((table - expected) ** 2 / expected).sum())
     dof = len(bins) - 1
     return HomogeneityResult(stat, dof, float(stats.chi2.sf(stat, dof)), len(bins))
@@ -129,128 +163,374 @@ def is_calibrated(result: Any) -> bool:
     return any(bool(p.get("calibrated")) or bool(p.get("calibrated_from")) for p in places)
 
 
-def _moments(h: np.ndarray) -> tuple[int, float | None, float | None, float | None]:
-    n = int(h.sum())
-    if n == 0:
-        return 0, None, None, None
-    k = np.arange(len(h))
-    mean = float(h @ k) / n
-    var = float(h @ (k - mean) ** 2) / n
-    return n, mean, var, (var / mean if mean > 0 else None)
+def pair_key(result: Any) -> tuple[str, int, str, str, str]:
+    """(algorithm, threads, T_p label, sparsifier[+mem], step policy) -- how predicted and measured pair."""
+    s = result.spec
+    sparsifier = s.sparsifier + ("+mem" if s.sparsifier != "none" and s.error_memory else "")
+    return (s.algorithm, s.threads, s.persistence_label, sparsifier, s.step_policy)
 
 
-def pair_key(result: Any) -> tuple[str, int, str]:
-    """(algorithm, threads, persistence label) -- how predicted and measured runs are paired."""
-    return (result.spec.algorithm, result.spec.threads, result.spec.persistence_label)
+# ---------------------------------------------------------------------------------------------- one side
+#: quantity -> estimator of the total sums of its units (module docstring of :mod:`.equivalence`)
+ESTIMATORS: dict[str, Callable[[np.ndarray], float]] = {
+    "throughput": lambda t: math.log(t[0] / t[1]) if t[0] > 0 and t[1] > 0 else math.nan,  # log X
+    "cas_failure": lambda t: t[0] / t[1] if t[1] > 0 else math.nan,
+    "staleness_mean": lambda t: t[1] / t[0] if t[0] > 0 else math.nan,
+    "dispersion": lambda t: ((t[2] / t[0] - (t[1] / t[0]) ** 2) / (t[1] / t[0])
+                             if t[0] > 0 and t[1] > 0 else math.nan),
+}
+_BATCH_VALUE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "throughput": lambda s: s[:, 1],  # batch duration (equal commit counts)
+    "cas_failure": lambda s: s[:, 0] / np.maximum(s[:, 1], 1),
+    "staleness": lambda s: s[:, 1] / np.maximum(s[:, 0], 1),
+}
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b not in (None, 0) else None
+@dataclass
+class Side:
+    """The units of one side of a pair, per quantity (``hist`` for the distribution), and its files."""
+
+    units: dict[str, eq.Units]
+    n: int
+    hist: np.ndarray
+    replicates: int
+    files: list[str]
+
+
+def _batches_of(result: Any, c: Criteria) -> dict[str, tuple[np.ndarray, float]]:
+    """Per-quantity batch sums of one run with an update log, with their lag-1 autocorrelation."""
+    u = result.updates
+    out: dict[str, tuple[np.ndarray, float]] = {}
+    kw = {"batches": c.batches, "min_batches": c.min_batches, "min_batch": c.min_batch,
+          "max_lag1": c.max_lag1}
+
+    def put(name: str, rows: np.ndarray, value: Callable[[np.ndarray], np.ndarray]) -> np.ndarray | None:
+        sums = eq.make_batches(rows, value, **kw)
+        if sums is not None:
+            out[name] = (sums, eq.lag1_autocorrelation(value(sums)))
+        return sums
+
+    committed = u.committed
+    t = np.sort(u.t_commit[committed].astype(np.float64))
+    if len(t) > 1:
+        gaps = np.diff(t)
+        put("throughput", np.column_stack([np.ones_like(gaps), gaps]), _BATCH_VALUE["throughput"])
+    fails = (u.attempts - committed).astype(np.float64)
+    put("cas_failure", np.column_stack([fails, u.attempts.astype(np.float64)]), _BATCH_VALUE["cas_failure"])
+    tau = u.staleness[committed].astype(np.float64)
+    sums = put("staleness", np.column_stack([np.ones_like(tau), tau, tau * tau]), _BATCH_VALUE["staleness"])
+    if sums is not None:
+        size = len(tau) // len(sums) if len(sums) else 0
+        ids = np.arange(len(tau)) // max(size, 1)
+        keep = ids < len(sums)
+        width = int(tau.max()) + 1 if len(tau) else 1
+        hist = np.bincount(ids[keep] * width + tau[keep].astype(np.int64), minlength=len(sums) * width)
+        out["hist"] = (hist.reshape(len(sums), width).astype(np.float64), out["staleness"][1])
+    return out
+
+
+def _replicate_rows(rep: dict[str, Any]) -> dict[str, np.ndarray]:
+    """One unit per quantity from a simulator replicate summary (each replicate weighs the same)."""
+    rows: dict[str, np.ndarray] = {}
+    x = rep.get("updates_per_s")
+    if x is not None and x > 0:
+        rows["throughput"] = np.array([float(x), 1.0])
+    p = rep.get("cas_failure_fraction")
+    if p is not None:
+        rows["cas_failure"] = np.array([float(p), 1.0])
+    mean, var = rep.get("staleness_mean"), rep.get("staleness_var")
+    if mean is not None and var is not None:
+        rows["staleness"] = np.array([1.0, float(mean), float(var) + float(mean) ** 2])
+    if rep.get("staleness_hist"):
+        rows["hist"] = np.asarray(rep["staleness_hist"], dtype=np.float64)
+    return rows
+
+
+def _summary_replicate(result: Any) -> dict[str, Any]:
+    s = result.summary()
+    return {"seed": result.spec.seed, "updates_per_s": s.get("updates_per_s"),
+            "cas_failure_fraction": cas_failure_fraction(result), "staleness_mean": s.get("staleness_mean"),
+            "staleness_var": s.get("staleness_var"), "staleness_hist": s.get("staleness_hist")}
+
+
+def build_side(results: Sequence[Any], files: Sequence[str], c: Criteria) -> Side:
+    """Units of every quantity over the replicates of one side (module docstring of :mod:`.equivalence`)."""
+    parts: dict[str, list[tuple[np.ndarray, int]]] = {}
+    lags: dict[str, list[float]] = {}
+    group = 0
+    replicates = 0
+    hist = np.zeros(1)
+    for r in results:
+        h = r.staleness_histogram.astype(np.float64)
+        reps = (r.extra or {}).get("replicates") if r.source == "sim" else None
+        if isinstance(reps, list) and len(reps) >= 2:
+            seeds = {rep.get("seed") for rep in reps if isinstance(rep, dict)}
+            reps = [rep for rep in reps if isinstance(rep, dict)]
+            if r.spec.seed not in seeds and len(r.updates):
+                reps = [*reps, _summary_replicate(r)]
+            for rep in reps:
+                for name, row in _replicate_rows(rep).items():
+                    parts.setdefault(name, []).append((row[None, :], group))
+                group += 1
+                replicates += 1
+            pooled = [np.asarray(rep["staleness_hist"], dtype=np.float64) for rep in reps
+                      if rep.get("staleness_hist")]
+            if pooled:
+                h = pooled[0]
+                for extra_h in pooled[1:]:
+                    h = _pad_add(h, extra_h)
+        else:
+            for name, (sums, lag) in _batches_of(r, c).items():
+                parts.setdefault(name, []).append((sums, group))
+                lags.setdefault(name, []).append(lag)
+            group += 1
+            replicates += 1
+        hist = _pad_add(hist, h)
+    units: dict[str, eq.Units] = {}
+    for name, blocks in parts.items():
+        width = max(b.shape[1] for b, _ in blocks)
+        sums = np.concatenate([np.pad(b, ((0, 0), (0, width - b.shape[1]))) for b, _ in blocks])
+        gid = np.concatenate([np.full(len(b), g) for b, g in blocks])
+        lag = max(lags[name]) if lags.get(name) else None
+        units[name] = eq.Units(sums, gid, lag1=lag, batches=len(sums))
+    return Side(units=units, n=int(hist.sum()), hist=hist, replicates=replicates, files=list(files))
+
+
+def _pad_add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    size = max(len(a), len(b))
+    return np.pad(a, (0, size - len(a))) + np.pad(b, (0, size - len(b)))
+
+
+# ---------------------------------------------------------------------------------------------- one pair
+@dataclass
+class Quantity:
+    """One quantity of a pair: both sides' estimates, the difference, the tolerance and the verdict.
+
+    ``scale`` is ``ratio`` (throughput: ``difference`` and ``tolerance`` are ratios predicted/measured) or
+    ``difference`` (predicted − measured) or ``distance`` (TV: ``difference`` is the TV itself).
+    """
+
+    name: str
+    predicted: eq.Estimate
+    measured: eq.Estimate
+    difference: eq.Estimate
+    tolerance: tuple[float, float] | None
+    verdict: str
+    scale: str = "difference"
+    note: str = ""
+    batches: tuple[int, int] = (0, 0)
+    lag1: tuple[float | None, float | None] = (None, None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "scale": self.scale,
+                "se_of": "log of the value" if self.scale == "ratio" else "the value",
+                "predicted": self.predicted.to_dict(),
+                "measured": self.measured.to_dict(), "difference": self.difference.to_dict(),
+                "tolerance": list(self.tolerance) if self.tolerance else None, "verdict": self.verdict,
+                "note": self.note, "units": list(self.batches), "lag1_autocorrelation": list(self.lag1)}
+
+    def describe(self) -> str:
+        """e.g. ``throughput ratio 1.52 [1.48, 1.57] outside [0.909, 1.1]``."""
+        d, tol = self.difference, self.tolerance
+        what = {"ratio": "ratio", "difference": "diff", "distance": "TV"}[self.scale]
+        if d.value is None:
+            return f"{self.name} {self.verdict} ({self.note or 'no estimate'})"
+        interval = f"[{_f(d.low)}, {_f(d.high)}]" if d.low is not None else "[no interval]"
+        tol_text = f"[{_f(tol[0])}, {_f(tol[1])}]" if tol else "-"
+        return f"{self.name} {what} {_f(d.value)} {interval}, tolerance {tol_text}: {self.verdict}"
+
+
+def _estimate(side: Side, name: str, key: str, c: Criteria) -> eq.Estimate:
+    units = side.units.get(key)
+    if units is None:
+        return eq.Estimate(None, math.inf, 0, None, None)
+    est, se, df = eq.jackknife(units, ESTIMATORS[name])
+    return eq.Estimate.make(est if math.isfinite(est) else None, se, df, c.confidence)
+
+
+def _exp(e: eq.Estimate) -> eq.Estimate:
+    f = lambda v: None if v is None else math.exp(v)  # noqa: E731
+    return eq.Estimate(f(e.value), e.se, e.df, f(e.low), f(e.high))
+
+
+def _quantity(name: str, pred: Side, meas: Side, c: Criteria, *, judged: str | None = None) -> Quantity:
+    key = "staleness" if name in ("staleness_mean", "dispersion") else name
+    a, b = _estimate(pred, name, key, c), _estimate(meas, name, key, c)
+    diff = eq.difference(a, b, c.confidence)
+    units = tuple(s.units[key].batches if key in s.units else 0 for s in (pred, meas))
+    lags = tuple(s.units[key].lag1 if key in s.units else None for s in (pred, meas))
+    scale = "difference"
+    if name == "throughput":
+        a, b, diff, scale = _exp(a), _exp(b), _exp(diff), "ratio"
+        tol = (1 / (1 + c.throughput_tol), 1 + c.throughput_tol)
+    elif name == "cas_failure":
+        half = max(c.cas_tol, c.cas_rel_tol * (b.value or 0.0))
+        tol = (-half, half)
+    elif name == "staleness_mean":
+        half = c.mean_tol * max(b.value or 0.0, 1.0)
+        tol = (-half, half)
+    else:
+        half = c.dispersion_tol * max(b.value or 0.0, 1.0)
+        tol = (-half, half)
+    verdict = judged or eq.equivalence(diff.low, diff.high, *tol)
+    note = ""
+    if diff.low is None and judged is None:
+        note = (f"too few updates for an interval (at least {c.min_batches} batches of {c.min_batch} "
+                f"per side, or 2 replicates)")
+    return Quantity(name, a, b, diff, tol, verdict, scale, note, units, lags)
+
+
+def _tv_quantity(pred: Side, meas: Side, c: Criteria) -> Quantity:
+    a, b = pred.units.get("hist"), meas.units.get("hist")
+    raw = total_variation(pred.hist, meas.hist)
+    none = eq.Estimate(None, math.inf, 0, None, None)
+    if a is None or b is None:
+        value = None if not math.isfinite(raw) else raw
+        return Quantity("staleness_tv", none, none, eq.Estimate(value, math.inf, 0, None, None),
+                        (0.0, c.tv_tol), eq.INCONCLUSIVE, "distance", "too few updates for an interval")
+    tv = eq.tv_bootstrap(a, b, confidence=c.confidence, reps=c.bootstrap)
+    verdict = eq.INCONCLUSIVE
+    if tv.high is not None and tv.high <= c.tv_tol:
+        verdict = eq.AGREE
+    elif tv.low is not None and tv.low > c.tv_tol:
+        verdict = eq.DIFFER
+    est = eq.Estimate(tv.value, math.inf, 0, tv.low, tv.high)
+    return Quantity("staleness_tv", none, none, est, (0.0, c.tv_tol), verdict, "distance",
+                    f"raw TV {raw:.4g}, bootstrap bias {tv.extra.get('bias', 0.0):.3g}",
+                    (a.batches, b.batches), (a.lag1, b.lag1))
 
 
 @dataclass
 class PairComparison:
-    """Predicted (sim) against measured (runtime) for one (algorithm, threads, T_p)."""
+    """Predicted (sim) against measured (runtime) for one :func:`pair_key`."""
 
     label: str
     algorithm: str
     threads: int
     persistence: str
-    predicted_file: str | None
-    measured_file: str | None
+    key: tuple[str, int, str, str, str]
+    predicted_files: list[str]
+    measured_files: list[str]
+    replicates: tuple[int, int]
     hist_predicted: list[int]
     hist_measured: list[int]
     n: tuple[int, int]
-    mean: tuple[float | None, float | None]
-    var: tuple[float | None, float | None]
-    dispersion: tuple[float | None, float | None]
-    tv: float
+    quantities: dict[str, Quantity]
     test: HomogeneityResult
-    mean_test_p: float | None
-    throughput: tuple[float | None, float | None]
-    throughput_ratio: float | None
     calibrated: bool
-    cas_failure: tuple[float | None, float | None]
-    cas_ratio: float | None
-    reasons: list[str] = field(default_factory=list)
+    criteria: Criteria = field(default_factory=Criteria)
+
+    def _values(self, name: str) -> tuple[float | None, float | None]:
+        q = self.quantities.get(name)
+        return (q.predicted.value, q.measured.value) if q else (None, None)
 
     @property
-    def consistent(self) -> bool:
-        return not self.reasons
+    def mean(self) -> tuple[float | None, float | None]:
+        return self._values("staleness_mean")
+
+    @property
+    def dispersion(self) -> tuple[float | None, float | None]:
+        return self._values("dispersion")
+
+    @property
+    def throughput(self) -> tuple[float | None, float | None]:
+        return self._values("throughput")
+
+    @property
+    def cas_failure(self) -> tuple[float | None, float | None]:
+        return self._values("cas_failure")
+
+    @property
+    def throughput_ratio(self) -> float | None:
+        return self.quantities["throughput"].difference.value
+
+    @property
+    def tv(self) -> float:
+        v = self.quantities["staleness_tv"].difference.value
+        return math.nan if v is None else v
+
+    @property
+    def predicted_file(self) -> str | None:
+        return ", ".join(self.predicted_files) or None
+
+    @property
+    def measured_file(self) -> str | None:
+        return ", ".join(self.measured_files) or None
 
     @property
     def verdict(self) -> str:
-        """``consistent`` or ``differ: <what>; <what>`` (criteria in the module docstring)."""
-        return "consistent" if self.consistent else "differ: " + "; ".join(self.reasons)
+        """``agree``, ``differ`` or ``inconclusive`` (module docstring)."""
+        return eq.overall([q.verdict for q in self.quantities.values()])
+
+    @property
+    def consistent(self) -> bool:
+        return self.verdict == eq.AGREE
+
+    def detail(self) -> str:
+        """The verdict with the quantities that decided it, e.g. ``differ: throughput ratio 1.5 ...``."""
+        v = self.verdict
+        if v == eq.AGREE:
+            return v
+        which = [q for q in self.quantities.values() if q.verdict == v]
+        return f"{v}: " + "; ".join(q.describe() for q in which)
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe({
             "label": self.label, "algorithm": self.algorithm, "threads": self.threads,
-            "persistence": self.persistence, "predicted_file": self.predicted_file,
-            "measured_file": self.measured_file,
-            "predicted": {"n": self.n[0], "staleness_mean": self.mean[0], "staleness_var": self.var[0],
-                          "dispersion": self.dispersion[0], "updates_per_s": self.throughput[0],
-                          "cas_failure_fraction": self.cas_failure[0], "staleness_hist": self.hist_predicted},
-            "measured": {"n": self.n[1], "staleness_mean": self.mean[1], "staleness_var": self.var[1],
-                         "dispersion": self.dispersion[1], "updates_per_s": self.throughput[1],
-                         "cas_failure_fraction": self.cas_failure[1], "staleness_hist": self.hist_measured},
-            "tv_distance": self.tv,
-            "homogeneity_test": {"name": "chi-square homogeneity, pooled bins (expected >= 5)",
+            "persistence": self.persistence, "sparsifier": self.key[3], "step_policy": self.key[4],
+            "predicted_files": self.predicted_files, "measured_files": self.measured_files,
+            "replicates": {"predicted": self.replicates[0], "measured": self.replicates[1]},
+            "n": {"predicted": self.n[0], "measured": self.n[1]},
+            "staleness_hist": {"predicted": self.hist_predicted, "measured": self.hist_measured},
+            "calibrated": self.calibrated,
+            "quantities": {name: q.to_dict() for name, q in self.quantities.items()},
+            "homogeneity_test": {"name": "chi-square homogeneity, pooled bins (expected >= 5); information "
+                                         "only: assumes independent samples",
                                  "stat": self.test.stat, "dof": self.test.dof, "p_value": self.test.p_value,
                                  "bins": self.test.bins},
-            "mean_test_p": self.mean_test_p, "throughput_ratio": self.throughput_ratio,
-            "calibrated": self.calibrated, "cas_failure_ratio": self.cas_ratio,
-            "verdict": self.verdict, "consistent": self.consistent,
+            "verdict": self.verdict, "detail": self.detail(),
         })
 
 
-def compare_pair(predicted: Any, measured: Any, *, criteria: Criteria | None = None,
-                 calibrated: bool | None = None, files: tuple[str | None, str | None] = (None, None)
-                 ) -> PairComparison:
-    """Compare two RunResults of the same spec (module docstring); either source is accepted."""
+def compare_pair(predicted: Any | Sequence[Any], measured: Any | Sequence[Any], *,
+                 criteria: Criteria | None = None, calibrated: bool | None = None,
+                 files: tuple[Any, Any] = (None, None)) -> PairComparison:
+    """Compare the predicted and measured results of one setting (module docstring).
+
+    Either side may be one RunResult or a list of replicates; ``files`` names them (a name or a list).
+    """
     c = criteria or Criteria()
-    hp, hm = _aligned(predicted, measured)
-    n_p, mean_p, var_p, d_p = _moments(hp)
-    n_m, mean_m, var_m, d_m = _moments(hm)
-    tv = total_variation(hp, hm)
-    test = homogeneity_test(hp, hm)
-    reasons: list[str] = []
-    if n_p == 0 or n_m == 0:
-        reasons.append("no committed updates on one side")
-    if math.isfinite(test.p_value) and test.p_value < c.alpha and tv > c.tv_tol:
-        reasons.append(f"staleness distribution (TV {tv:.3f} > {c.tv_tol}, "
-                       f"chi2 p={test.p_value:.2g} < {c.alpha})")
-    mean_p_value = None
-    if mean_p is not None and mean_m is not None:
-        se = math.sqrt((var_p or 0.0) / max(n_p, 1) + (var_m or 0.0) / max(n_m, 1))
-        diff = mean_p - mean_m
-        mean_p_value = (float(2 * stats.norm.sf(abs(diff) / se)) if se > 0
-                        else (1.0 if diff == 0 else 0.0))
-        if abs(diff) > c.mean_tol * max(mean_m, 1.0) and mean_p_value < c.alpha:
-            reasons.append(f"mean staleness ({mean_p:.3g} vs {mean_m:.3g}, z-test p={mean_p_value:.2g})")
-    x_p = predicted.summary().get("updates_per_s")
-    x_m = measured.summary().get("updates_per_s")
-    ratio = _ratio(x_p, x_m)
+    preds = list(predicted) if isinstance(predicted, (list, tuple)) else [predicted]
+    meas = list(measured) if isinstance(measured, (list, tuple)) else [measured]
+    names = [f if isinstance(f, (list, tuple)) else ([] if f is None else [f]) for f in files]
+    p_side, m_side = build_side(preds, names[0], c), build_side(meas, names[1], c)
     if calibrated is None:
-        calibrated = is_calibrated(predicted) if predicted.source == "sim" else True
-    cal = calibrated
-    if cal and ratio is not None and not (1 / (1 + c.throughput_tol) <= ratio <= 1 + c.throughput_tol):
-        reasons.append(f"throughput (ratio {ratio:.3g} outside [{1 / (1 + c.throughput_tol):.2f}, "
-                       f"{1 + c.throughput_tol:.2f}])")
-    p_p, p_m = cas_failure_fraction(predicted), cas_failure_fraction(measured)
-    if (predicted.spec.algorithm == "leashed" and p_p is not None and p_m is not None
-            and abs(p_p - p_m) > c.cas_tol):
-        reasons.append(f"CAS failure fraction ({p_p:.3f} vs {p_m:.3f}, |diff| > {c.cas_tol})")
-    algorithm, threads, tp = pair_key(measured)
+        calibrated = all(is_calibrated(r) for r in preds if r.source == "sim")
+    first = meas[0]
+    alg = algorithm_entry(first.spec.algorithm)
+    quantities = {"throughput": _quantity("throughput", p_side, m_side, c,
+                                          judged=None if calibrated else eq.NOT_JUDGED)}
+    if alg.has_cas:
+        quantities["cas_failure"] = _quantity("cas_failure", p_side, m_side, c)
+    identity = alg.identity_holds(first.spec.persistence)
+    quantities["staleness_mean"] = _quantity("staleness_mean", p_side, m_side, c,
+                                             judged=eq.IDENTITY if identity else None)
+    quantities["dispersion"] = _quantity("dispersion", p_side, m_side, c)
+    quantities["staleness_tv"] = _tv_quantity(p_side, m_side, c)
+    if p_side.n == 0 or m_side.n == 0:
+        for q in quantities.values():
+            if q.verdict not in (eq.IDENTITY, eq.NOT_JUDGED):
+                q.verdict, q.note = eq.INCONCLUSIVE, "no committed updates on one side"
+    hp, hm = _aligned(p_side.hist, m_side.hist)
+    key = pair_key(first)
     return PairComparison(
-        label=measured.spec.label(), algorithm=algorithm, threads=threads, persistence=tp,
-        predicted_file=files[0], measured_file=files[1],
-        hist_predicted=[int(v) for v in hp], hist_measured=[int(v) for v in hm], n=(n_p, n_m),
-        mean=(mean_p, mean_m), var=(var_p, var_m), dispersion=(d_p, d_m), tv=tv, test=test,
-        mean_test_p=mean_p_value, throughput=(x_p, x_m), throughput_ratio=ratio, calibrated=cal,
-        cas_failure=(p_p, p_m), cas_ratio=_ratio(p_p, p_m), reasons=reasons)
+        label=first.spec.label(), algorithm=key[0], threads=key[1], persistence=key[2], key=key,
+        predicted_files=names[0], measured_files=names[1], replicates=(p_side.replicates, m_side.replicates),
+        hist_predicted=[int(v) for v in hp], hist_measured=[int(v) for v in hm], n=(p_side.n, m_side.n),
+        quantities=quantities, test=homogeneity_test(hp, hm), calibrated=bool(calibrated), criteria=c)
 
 
+# ---------------------------------------------------------------------------------------------- all pairs
 @dataclass
 class Comparison:
     """All pairs of a set of results, plus what could not be paired."""
@@ -260,45 +540,35 @@ class Comparison:
     criteria: Criteria
 
     @property
+    def overall(self) -> str:
+        """``agree``, ``differ`` or ``inconclusive`` over all pairs."""
+        return eq.overall([p.verdict for p in self.pairs])
+
+    @property
     def consistent(self) -> bool:
-        return all(p.consistent for p in self.pairs)
+        return self.overall == eq.AGREE
 
     @property
     def verdict(self) -> str:
-        bad = [p for p in self.pairs if not p.consistent]
-        if not bad:
-            return f"consistent ({len(self.pairs)} pair{'s' * (len(self.pairs) != 1)})"
-        return f"differ: {len(bad)} of {len(self.pairs)} pairs ({', '.join(p.label for p in bad)})"
+        v, n = self.overall, len(self.pairs)
+        if v == eq.AGREE:
+            return f"agree ({n} pair{'s' * (n != 1)})"
+        which = [p for p in self.pairs if p.verdict == v]
+        return f"{v}: {len(which)} of {n} pairs ({', '.join(p.label for p in which)})"
 
     def table(self) -> str:
-        """A plain-text table, one row per pair, then the verdict lines."""
-        head = ("run", "N sim/run", "mean τ", "D", "TV", "chi2 p", "X ratio", "CAS fail", "verdict")
-        rows = [head]
-        for p in self.pairs:
-            rows.append((
-                p.label, f"{p.n[0]}/{p.n[1]}", f"{_f(p.mean[0])}/{_f(p.mean[1])}",
-                f"{_f(p.dispersion[0])}/{_f(p.dispersion[1])}", _f(p.tv), _f(p.test.p_value, 2),
-                _f(p.throughput_ratio) + ("" if p.calibrated else "*"),
-                f"{_f(p.cas_failure[0])}/{_f(p.cas_failure[1])}", "consistent" if p.consistent else "differ"))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-        lines.append("(values are predicted/measured; X ratio = predicted/measured updates per second, "
-                     "* = simulator not calibrated: not judged)")
-        for p in self.pairs:
-            lines.append(f"{p.label}: {p.verdict}")
-        for u in self.unpaired:
-            lines.append(f"unpaired: {u}")
-        lines.append(f"verdict: {self.verdict}")
-        return "\n".join(lines)
+        """A compact plain-text table, one row per pair, then the deciding quantities and the verdict."""
+        from leashed.analysis.compare_plots import text_table
+
+        return text_table(self)
 
     def to_dict(self) -> dict[str, Any]:
+        c = self.criteria
         return json_safe({
             "format": COMPARE_FORMAT, "format_version": COMPARE_FORMAT_VERSION,
             "leashed_version": leashed_version(),
-            "criteria": {"alpha": self.criteria.alpha, "tv_tol": self.criteria.tv_tol,
-                         "mean_tol": self.criteria.mean_tol, "throughput_tol": self.criteria.throughput_tol,
-                         "cas_tol": self.criteria.cas_tol},
-            "verdict": self.verdict, "consistent": self.consistent,
+            "criteria": {**{k: getattr(c, k) for k in c.__dataclass_fields__}, "text": c.describe()},
+            "verdict": self.overall, "detail": self.verdict,
             "pairs": [p.to_dict() for p in self.pairs], "unpaired": self.unpaired,
         })
 
@@ -311,76 +581,34 @@ def _f(x: float | None, digits: int = 3) -> str:
 
 def compare_results(results: Sequence[Any], files: Sequence[str | None] | None = None, *,
                     criteria: Criteria | None = None, calibrated: bool | None = None) -> Comparison:
-    """Pair simulator with runtime results by (algorithm, threads, T_p) and compare every pair."""
+    """Pair simulator with runtime results by :func:`pair_key` and compare every pair (replicates pooled)."""
     files = list(files) if files is not None else [None] * len(results)
-    sims: dict[tuple[str, int, str], list[int]] = {}
-    runs: dict[tuple[str, int, str], list[int]] = {}
+    names = [str(f) if f is not None else f"#{i}" for i, f in enumerate(files)]
+    sims: dict[tuple[str, int, str, str, str], list[int]] = {}
+    runs: dict[tuple[str, int, str, str, str], list[int]] = {}
     for i, r in enumerate(results):
         (sims if r.source == "sim" else runs).setdefault(pair_key(r), []).append(i)
     if not sims or not runs:
         have = "simulator" if sims else "runtime" if runs else "no"
         raise LeashedError(f"compare needs simulator (predicted) and runtime (measured) results; "
                            f"only {have} results were given")
-    for side, table in (("simulator", sims), ("runtime", runs)):
-        for key, idx in table.items():
-            if len(idx) > 1:
-                names = ", ".join(str(files[i] or f"#{i}") for i in idx)
-                raise LeashedError(f"{len(idx)} {side} results for {key[0]} m={key[1]} Tp={key[2]} "
-                                   f"({names}); give one per algorithm and thread count")
+    both = set(sims) & set(runs)
+    if not both:
+        raise LeashedError("no simulator result has a runtime result with the same algorithm, threads, "
+                           "persistence, sparsifier and step policy; simulate the specs that were run")
     pairs = []
-    for key in sorted(set(sims) & set(runs), key=lambda k: (k[0], k[1], k[2])):
-        i, j = sims[key][0], runs[key][0]
-        pairs.append(compare_pair(results[i], results[j], criteria=criteria, calibrated=calibrated,
-                                  files=(files[i], files[j])))
-    if not pairs:
-        raise LeashedError("no simulator result has a runtime result with the same algorithm, threads and "
-                           "persistence; simulate the specs that were run")
-    unpaired = [f"{results[i].source} {results[i].spec.label()} ({files[i] or '#' + str(i)})"
-                for table in (sims, runs) for key, idx in table.items() if key not in set(sims) & set(runs)
-                for i in idx]
+    for key in sorted(both):
+        i, j = sims[key], runs[key]
+        pairs.append(compare_pair([results[k] for k in i], [results[k] for k in j], criteria=criteria,
+                                  calibrated=calibrated,
+                                  files=([names[k] for k in i], [names[k] for k in j])))
+    unpaired = [f"{results[i].source} {results[i].spec.label()} ({names[i]})"
+                for table in (sims, runs) for key, idx in table.items() if key not in both for i in idx]
     return Comparison(pairs=pairs, unpaired=unpaired, criteria=criteria or Criteria())
 
 
-#: quantity -> (file stem, y label, accessor (predicted, measured), log scale)
-QUANTITIES: dict[str, tuple[str, str, Any, bool]] = {
-    "staleness_mean": ("staleness_mean", "mean staleness E[τ] (updates)", lambda p: p.mean, False),
-    "dispersion": ("dispersion", "dispersion D = Var τ / E τ", lambda p: p.dispersion, False),
-    "throughput": ("throughput", "throughput (committed updates / s; sim: per simulated s)",
-                   lambda p: p.throughput, True),
-    "cas_failure": ("cas_failure", "CAS failure fraction (failed / all attempts)", lambda p: p.cas_failure,
-                    False),
-    "tv": ("tv_distance", "total-variation distance of staleness", lambda p: (None, p.tv), False),
-}
-
-
 def write_comparison(comparison: Comparison, out_dir: str | os.PathLike[str], fmt: str = "png") -> list[Path]:
-    """Figures (side-by-side histograms; one plot per quantity against m) into an existing folder."""
-    from leashed.analysis import plots  # matplotlib only when drawing
+    """Figures of the comparison into an existing folder (:func:`.compare_plots.write_figures`)."""
+    from leashed.analysis.compare_plots import write_figures  # matplotlib only when drawing
 
-    out = Path(out_dir)
-    paths = [plots.plot_histogram_pairs([(p.label, np.asarray(p.hist_predicted), np.asarray(p.hist_measured))
-                                         for p in comparison.pairs], out / f"staleness_pairs.{fmt}")]
-    for _, (stem, ylabel, get, log_y) in QUANTITIES.items():
-        series: dict[str, tuple[list[float], list[float | None]]] = {}
-        for p in comparison.pairs:
-            pred, meas = get(p)
-            name = p.algorithm + (f" Tp={p.persistence}" if p.algorithm == "leashed" else "")
-            if stem != "tv_distance":
-                series.setdefault(f"{name} predicted [sim]", ([], []))
-                series[f"{name} predicted [sim]"][0].append(p.threads)
-                series[f"{name} predicted [sim]"][1].append(pred)
-            key = name if stem == "tv_distance" else f"{name} measured [runtime]"
-            series.setdefault(key, ([], []))
-            series[key][0].append(p.threads)
-            series[key][1].append(meas)
-        title = f"{ylabel.split(' (')[0]}: predicted against measured"
-        if stem == "tv_distance":
-            title = "staleness TV distance between predicted and measured"
-        reference = None
-        if stem == "staleness_mean" and all(p.algorithm == "hogwild" or (p.algorithm == "leashed"
-                                                                         and p.persistence == "inf")
-                                            for p in comparison.pairs):
-            reference = ("m − 1 (claim T1)", lambda m: m - 1)
-        paths.append(plots.plot_vs_threads(series, out / f"{stem}.{fmt}", ylabel=ylabel, title=title,
-                                           log_y=log_y, reference=reference))
-    return paths
+    return write_figures(comparison, Path(out_dir), fmt)

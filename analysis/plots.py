@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from leashed import algorithms
 from leashed._files import write_atomic
 from leashed.analysis._io import check_plot_path
 
@@ -44,6 +47,21 @@ def _new_figure(width: float = 7.5, height: float = 4.5) -> Figure:
     fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def short_cpu(name: Any) -> str:
+    """A CPU model name without trademarks, frequency and filler: ``Intel(R) Xeon(R) Platinum 8375C CPU
+    @ 2.90GHz`` -> ``Intel Xeon Platinum 8375C``."""
+    text = re.sub(r"\((R|TM|tm|r)\)", "", str(name))
+    text = re.sub(r"@.*$", "", text)
+    text = re.sub(r"\b(CPU|Processor|processor|\d+-Core|with Radeon.*)\b", "", text)
+    return " ".join(text.split()) or str(name)
+
+
+def wrap_title(text: str, width_in: float, scale: float = 1.0) -> str:
+    """``text`` wrapped to lines that fit a figure (or panel) ``width_in`` inches wide at the default
+    title size (about 9 characters per inch at 12 pt; ``scale`` < 1 for smaller fonts)."""
+    return "\n".join(textwrap.wrap(text, max(int(width_in * 9.0 / scale), 20))) or text
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
@@ -87,7 +105,7 @@ def spec_caption(results: Sequence[Any]) -> str:
             parts.append(fmt.format(value))
     sources = sorted({r.source for r in results})
     parts.append("+".join(sources))
-    cpus = {str(r.metadata.get("cpu_model")) for r in results if r.metadata.get("cpu_model")}
+    cpus = {short_cpu(r.metadata.get("cpu_model")) for r in results if r.metadata.get("cpu_model")}
     if len(cpus) == 1:
         parts.append(cpus.pop())
     return ", ".join(parts)
@@ -156,20 +174,41 @@ def plot_training(results: Any, path: str | os.PathLike[str], *, title: str | No
     ax_acc.set_ylabel("test accuracy (%)")
     ax_loss.set_title("training loss")
     ax_acc.set_title("test accuracy")
-    fig.suptitle(title or f"Training: {spec_caption(runs)}")
+    fig.suptitle(wrap_title(title or f"Training: {spec_caption(runs)}", 11.0))
     return save_figure(fig, path)
 
 
 # ==================================================================== staleness
+#: staleness panels show τ up to this quantile of the committed updates; the tail beyond is noted
+STALENESS_QUANTILE = 0.995
+
+
+def staleness_clip(hist: np.ndarray, quantile: float = STALENESS_QUANTILE) -> tuple[int, float, int]:
+    """(k_hi, tail fraction, max τ) of a staleness histogram: k_hi is the ``quantile`` of τ (at least
+    m-ish bins: never below 5 unless the support is smaller), the tail is the fraction of updates with
+    τ > k_hi."""
+    h = np.asarray(hist, dtype=np.float64)
+    total = h.sum()
+    if total <= 0 or len(h) == 0:
+        return 0, 0.0, 0
+    nz = np.nonzero(h)[0]
+    tau_max = int(nz[-1])
+    k_hi = int(np.searchsorted(np.cumsum(h) / total, quantile))
+    k_hi = min(max(k_hi, min(5, tau_max)), tau_max)
+    return k_hi, float(h[k_hi + 1:].sum() / total), tau_max
+
+
 def plot_staleness(results: Any, path: str | os.PathLike[str], *, fits: Sequence[Sequence[Any]] | None = None,
                    labels: Sequence[str] | None = None, title: str | None = None) -> Path:
     """Staleness histograms (relative frequency of τ) with fitted pmfs, one panel per run (papers.md §4).
 
     ``results``: RunResults, or 1-d histograms (counts indexed by τ). ``fits``: per run, a list of
-    :class:`~leashed.analysis.staleness.StalenessFit` to overlay (default: none).
+    :class:`~leashed.analysis.staleness.StalenessFit` to overlay (default: none). Each panel's τ axis
+    ends at the 99.5th percentile (:func:`staleness_clip`); the tail beyond is written in the panel.
+    The measured bars are drawn solid and the fitted pmfs as thin lines with hollow markers on top.
     """
     items = _as_list(results) if not isinstance(results, np.ndarray) or results.ndim != 1 else [results]
-    hists = [np.asarray(r.staleness_hist() if hasattr(r, "staleness_hist") else r, dtype=np.float64)
+    hists = [np.asarray(r.staleness_histogram if hasattr(r, "staleness_histogram") else r, dtype=np.float64)
              for r in items]
     if labels is None:
         labels = (run_labels(items) if all(hasattr(r, "spec") for r in items)
@@ -177,7 +216,8 @@ def plot_staleness(results: Any, path: str | os.PathLike[str], *, fits: Sequence
     n = max(len(items), 1)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig = _new_figure(4.2 * cols + 0.8, 3.4 * rows + 0.6)
+    width = 4.6 * cols + 0.6
+    fig = _new_figure(width, 3.8 * rows + 0.7)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
     for i, ax in enumerate(axes):
         if i >= len(items):
@@ -185,26 +225,31 @@ def plot_staleness(results: Any, path: str | os.PathLike[str], *, fits: Sequence
             continue
         h = hists[i]
         total = h.sum()
-        ax.set_title(labels[i], fontsize="medium")
+        ax.set_title(wrap_title(labels[i], 4.4, 0.85), fontsize="medium")
         ax.set_xlabel("staleness τ (updates)")
         ax.set_ylabel("fraction of committed updates")
         ax.grid(True, alpha=0.3)
+        ax.set_axisbelow(True)
         if total <= 0:
             _empty_note(ax, "no committed updates")
             continue
         freq = h / total
-        cum = np.cumsum(freq)
-        k_hi = int(min(len(h) - 1, np.searchsorted(cum, 0.999) + 2))
+        k_hi, tail, tau_max = staleness_clip(h)
         k = np.arange(k_hi + 1)
-        ax.bar(k, freq[: k_hi + 1], width=0.8, color="0.75", edgecolor="0.5",
-               label=f"measured (N={int(total)})")
+        ax.bar(k, freq[: k_hi + 1], width=0.85, color="#7fa7d1", edgecolor="#2f5d8a", linewidth=0.6,
+               label=f"measured (N={int(total)})", zorder=2)
         for j, f in enumerate((fits[i] if fits is not None else []) or []):
-            p = f.pmf_array(k_hi)
-            ax.plot(k, p, marker="o", markersize=3, color=f"C{j % 10}",
-                    label=f"{f.model} (NLL/N {f.nll_per_sample:.3f})")
-        ax.legend(fontsize="x-small")
+            pmf = f.pmf_array(k_hi)
+            ax.plot(k, pmf, marker="o", markersize=3.5, markerfacecolor="none", linewidth=1.1,
+                    color=f"C{(j + 1) % 10}", label=f"{f.model} (NLL/N {f.nll_per_sample:.3f})", zorder=3)
+        ax.set_xlim(-0.6, k_hi + 0.6)
+        if tail > 0:  # the tail beyond the 99.5th percentile, in words under the axis
+            ax.set_xlabel(f"staleness τ (updates)\nnot shown: τ > {k_hi}, {100 * tail:.2g} % of updates "
+                          f"(max τ = {tau_max})")
+        ax.legend(fontsize="small", framealpha=0.85)
     caption = spec_caption(items) if items and all(hasattr(r, "spec") for r in items) else ""
-    fig.suptitle(title or f"Staleness of committed updates{': ' + caption if caption else ''}")
+    fig.suptitle(wrap_title(title or f"Staleness of committed updates{': ' + caption if caption else ''}",
+                            width))
     return save_figure(fig, path)
 
 
@@ -217,59 +262,71 @@ def _throughput(result: Any) -> float | None:
 def plot_throughput(results: Any, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
     """Committed updates per second and speedup against the thread count m (papers.md §6.1, T5).
 
-    One line per (algorithm, source). Speedup is relative to the ``seq`` run of the same source if one is
-    given, otherwise to the same algorithm's smallest m; the dashed line is linear speedup.
+    One line per (algorithm, source). Speedup is over the speedup-baseline run (``seq``) of the same
+    source where one is given (linear speedup: m), otherwise over the same algorithm's smallest m (linear:
+    m / m0); a series with neither a baseline nor two thread counts has no speedup and is left out of that
+    panel (said in the panel). Each baseline is named once, in the legend of its series.
     """
     runs = _as_list(results)
-    fig = _new_figure(11.0, 4.5)
+    fig = _new_figure(11.0, 4.6)
     ax_x, ax_s = fig.subplots(1, 2)
     groups: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    seq: dict[str, float] = {}
+    seq: dict[str, tuple[str, int, float]] = {}  # source -> (baseline algorithm, its m, throughput)
     for r in runs:
         x = _throughput(r)
         if x is None:
             continue
-        if r.spec.algorithm == "seq":
-            seq[r.source] = x
+        if algorithms.algorithm(r.spec.algorithm).speedup_baseline:
+            seq[r.source] = (r.spec.algorithm, int(r.spec.threads), x)
         groups.setdefault((r.spec.algorithm, r.source), []).append((r.spec.threads, x))
-    baseline_names = set()
     max_m = 1
-    base_ms: set[int] = set()
+    linear: set[int] = set()  # the m0 of each drawn linear-speedup reference m / m0
+    left_out = []
     for i, ((alg, source), pts) in enumerate(sorted(groups.items())):
         pts.sort()
         m = np.array([p[0] for p in pts])
         x = np.array([p[1] for p in pts])
         max_m = max(max_m, int(m.max()))
-        style = dict(marker="o", color=f"C{i % 10}", linestyle="--" if source == "sim" else "-",
-                     label=f"{alg} [{source}]")
-        ax_x.plot(m, x, **style)
-        if source in seq and alg != "seq":
-            base, base_name = seq[source], "seq"
-            base_ms.add(1)
+        style = dict(marker="o", color=f"C{i % 10}", linestyle="--" if source == "sim" else "-")
+        ax_x.plot(m, x, label=f"{alg} [{source}]", **style)
+        if algorithms.algorithm(alg).speedup_baseline:
+            continue  # the baseline's own speedup is 1 by definition
+        if source in seq:
+            base_alg, base_m, base = seq[source]
+            label = f"{alg} [{source}] over {base_alg} m={base_m}"
+            linear.add(base_m)
+        elif len(m) >= 2:
+            base, base_m = float(x[0]), int(m[0])
+            label = f"{alg} [{source}] over its m={base_m}"
+            linear.add(base_m)
         else:
-            base, base_name = float(x[0]), f"{alg} m={m[0]}"
-            base_ms.add(int(m[0]))
-        baseline_names.add(base_name)
-        ax_s.plot(m, x / base, **style)
+            left_out.append(f"{alg} [{source}]")
+            continue
+        ax_s.plot(m, x / base, label=label, **style)
     if groups:
-        for m0 in sorted(base_ms):  # ideal speedup m / m0 over a baseline measured at m0 threads
-            ax_s.plot([m0, max_m], [1, max_m / m0], color="0.6", linestyle=":",
-                      label="linear" if len(base_ms) == 1 else f"linear from m={m0}")
+        for m0 in sorted(linear):
+            ax_s.plot([m0, max_m], [1, max_m / m0], color="0.5", linestyle=":",
+                      label="linear speedup" + (f" (from m={m0})" if len(linear) > 1 else ""))
         ax_x.legend(fontsize="small")
-        ax_s.legend(fontsize="small")
+        if linear:
+            ax_s.legend(fontsize="small")
+        if left_out:  # said in the panel: upper left beside curves, centred in an empty panel
+            note = wrap_title("no speedup (one thread count, no seq run): " + ", ".join(left_out), 5.0, 0.85)
+            where = (0.02, 0.98, "left", "top") if linear else (0.5, 0.5, "center", "center")
+            ax_s.text(where[0], where[1], note, transform=ax_s.transAxes, ha=where[2], va=where[3],
+                      fontsize="small", color="0.35")
     else:
         _empty_note(ax_x, "no throughput data")
         _empty_note(ax_s, "no throughput data")
     ax_x.set_xlabel("threads m")
     ax_x.set_ylabel("throughput (committed updates / s)")
     ax_s.set_xlabel("threads m")
-    ax_s.set_ylabel("speedup over baseline")
-
+    ax_s.set_ylabel("speedup")
     for ax in (ax_x, ax_s):
         ax.grid(True, alpha=0.3)
     ax_x.set_title("throughput")
-    ax_s.set_title(f"speedup (baseline: {', '.join(sorted(baseline_names)) or '-'})", fontsize="medium")
-    fig.suptitle(title or f"Throughput and speedup: {spec_caption(runs)}")
+    ax_s.set_title("speedup over the baseline named in the legend", fontsize="medium")
+    fig.suptitle(wrap_title(title or f"Throughput and speedup: {spec_caption(runs)}", 11.0))
     return save_figure(fig, path)
 
 
@@ -301,7 +358,7 @@ def plot_attempts(results: Any, path: str | os.PathLike[str], *, title: str | No
         ax.legend(fontsize="small")
     else:
         _empty_note(ax, "no updates recorded")
-    ax.set_title(title or f"CAS attempts: {spec_caption(runs)}", fontsize="medium")
+    ax.set_title(wrap_title(title or f"CAS attempts: {spec_caption(runs)}", 7.5, 0.85), fontsize="medium")
     return save_figure(fig, path)
 
 
@@ -318,7 +375,7 @@ def plot_live_vectors(results: Any, path: str | os.PathLike[str], *, title: str 
         if len(s) == 0:
             continue
         ax.step(s.time, s.live_vectors, where="post", color=f"C{i % 10}", label=label)
-        if r.spec.algorithm == "leashed":
+        if algorithms.algorithm(r.spec.algorithm).uses_pool:  # the pool's bound 2m+1 (papers.md T8)
             ax.axhline(2 * r.spec.threads + 1, color=f"C{i % 10}", linestyle=":", linewidth=1,
                        label=f"2m+1 = {2 * r.spec.threads + 1}")
         drawn += 1
@@ -329,7 +386,7 @@ def plot_live_vectors(results: Any, path: str | os.PathLike[str], *, title: str 
         ax.legend(fontsize="small")
     else:
         _empty_note(ax, "no samples")
-    ax.set_title(title or f"Live vectors: {spec_caption(runs)}", fontsize="medium")
+    ax.set_title(wrap_title(title or f"Live vectors: {spec_caption(runs)}", 7.5, 0.85), fontsize="medium")
     return save_figure(fig, path)
 
 

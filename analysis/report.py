@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from leashed import algorithms
 from leashed.analysis import compare as compare_mod
 from leashed.analysis import plots
 from leashed.analysis._io import atomic_directory, check_output_dir, leashed_version
@@ -191,8 +192,8 @@ def build_report(results: Sequence[Any], out_dir: str | os.PathLike[str], *,
                         lambda p: plots.plot_throughput(with_x, p))
 
         # ---- CAS attempts
-        contended = [r for r in results if len(r.updates) and (r.updates.attempts.max() > 1
-                                                               or r.spec.algorithm == "leashed")]
+        contended = [r for r in results if len(r.updates) and (
+            r.updates.attempts.max() > 1 or algorithms.algorithm(r.spec.algorithm).has_cas)]
         if contended:
             page.add("<h2>CAS attempts</h2>")
             page.figure("attempts", "CAS attempts per computed gradient (1 = first try), dropped included.",
@@ -220,25 +221,25 @@ def build_report(results: Sequence[Any], out_dir: str | os.PathLike[str], *,
                              "D runtime", "TV", "χ² homogeneity p", "throughput ratio", "calibrated",
                              "CAS fail sim", "CAS fail runtime", "verdict"], rows))
             c = comparison.criteria
-            page.add(f'<p class="note">A pair differs if: χ² homogeneity p &lt; {c.alpha} and TV &gt; '
-                     f"{c.tv_tol}; or |Δ mean τ| &gt; {c.mean_tol}·max(mean, 1) with z-test p &lt; "
-                     f"{c.alpha}; or (calibrated only) the throughput ratio is outside "
-                     f"[1/{1 + c.throughput_tol:g}, {1 + c.throughput_tol:g}]; or (leashed) "
-                     f"|Δ CAS failure fraction| &gt; {c.cas_tol}.</p>")
+            page.add(f'<p class="note">{_e(c.describe())} The χ² homogeneity p is information only.</p>')
+            compare_dir = tmp / "figures" / "_compare"
+            compare_dir.mkdir()
+            written = set()
+            for path in compare_mod.write_comparison(comparison, compare_dir):
+                path.rename(tmp / "figures" / f"compare_{path.name}")
+                written.add(path.stem)
+            compare_dir.rmdir()
             for stem, caption in (("staleness_pairs", "Staleness histograms, predicted beside measured."),
                                   ("staleness_mean", "Mean staleness against m."),
                                   ("dispersion", "Dispersion Var τ / E τ against m."),
                                   ("throughput", "Throughput against m (sim: per simulated second)."),
                                   ("cas_failure", "CAS failure fraction against m."),
                                   ("tv_distance", "Total-variation distance of the staleness against m.")):
+                if stem not in written:  # one thread count: no per-quantity figure (the table has it)
+                    continue
                 page.figures.append(f"figures/compare_{stem}.png")
                 page.add(f'<figure><img src="figures/compare_{stem}.png" alt="{_e(caption)}">'
                          f"<figcaption>{_e(caption)}</figcaption></figure>")
-            compare_dir = tmp / "figures" / "_compare"
-            compare_dir.mkdir()
-            for path in compare_mod.write_comparison(comparison, compare_dir):
-                path.rename(tmp / "figures" / f"compare_{path.name}")
-            compare_dir.rmdir()
         elif compare_note:
             page.add("<h2>Predicted (sim) against measured (runtime)</h2>")
             page.add(f'<p class="note">Not compared: {_e(compare_note)}</p>')

@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     models = parse_models(args.models)
+    from leashed.analysis._io import check_output_dir
+
+    check_output_dir(args.out)  # exists-and-foreign, unwritable: refused before any work
     results = [RunResult.load(path) for path in args.results]
     from leashed.analysis.report import build_report  # matplotlib only once the inputs are good
 

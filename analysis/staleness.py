@@ -367,8 +367,8 @@ def _fmt(x: float) -> str:
 # ==================================================================== data handling
 def as_histogram(data: Any) -> np.ndarray:
     """Counts indexed by τ from a histogram (1-d counts), a RunResult, or a mapping τ → count."""
-    if hasattr(data, "staleness_hist"):
-        data = data.staleness_hist()
+    if hasattr(data, "staleness_histogram"):
+        data = data.staleness_histogram
     if isinstance(data, Mapping):
         keys = [int(k) for k in data]
         counts = np.zeros(max(keys) + 1 if keys else 0, dtype=np.int64)
@@ -680,7 +680,7 @@ def fit_all(counts: Any, models: str | Sequence[str] | None = None) -> list[Stal
 
 def fit_result(result: Any, models: str | Sequence[str] | None = None) -> list[StalenessFit]:
     """Fit the committed staleness of a :class:`~leashed.results.RunResult` (see :func:`fit_all`)."""
-    return fit_all(result.staleness_hist(), models)
+    return fit_all(result.staleness_histogram, models)
 
 
 # ==================================================================== fit files (``leashed fit --out``)
@@ -692,7 +692,7 @@ FIT_FORMAT_VERSION = 1
 
 def fit_entry(result: Any, fits: Sequence[StalenessFit], file: str | None = None) -> dict[str, Any]:
     """One ``results`` entry of a fit file: the run, its histogram and its fits ranked by AIC."""
-    hist = as_histogram(result.staleness_hist())
+    hist = as_histogram(result.staleness_histogram)
     n = int(hist.sum())
     k = np.arange(len(hist), dtype=np.float64)
     mean = float(hist @ k) / n if n else math.nan

@@ -269,6 +269,9 @@ def step_table_from_fit(fit_json_path: str | os.PathLike[str], weight: str = "ge
     :class:`~leashed.errors.LeashedError`. The result goes into ``ExperimentSpec.step_table``.
     """
     _weight(weight, 2.0 if gamma is None else gamma)
+    from leashed.schema import check_fit_document, read_fit_json
+
+    check_fit_document(read_fit_json(fit_json_path), fit_json_path)  # types and ranges (λ > 0, ...) first
     fit = load_fit(fit_json_path, model=model, result=result)
     return step_table("normalised", model=fit, weight=weight, gamma=gamma, k_max=k_max)
 

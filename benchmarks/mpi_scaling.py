@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Table, load_note  # noqa: E402
 
+from leashed import algorithms as registry  # noqa: E402
 from leashed.results import RunResult  # noqa: E402
 from leashed.spec import ExperimentSpec  # noqa: E402
 
@@ -98,7 +99,7 @@ def measure(args: argparse.Namespace) -> Table:
                 workers = ranks - 1
                 for algorithm in args.algorithms:
                     spec = {**base, "algorithm": algorithm, "seed": args.seed}
-                    if algorithm == "leashed":
+                    if registry.algorithm(algorithm).has_persistence:
                         spec["persistence"] = args.persistence
                     mpi_rows, thr_rows = [], []
                     for _ in range(args.repeats):  # alternate, so drifting load hits both alike
@@ -125,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ranks", type=int, nargs="+", default=[2, 3, 4])
-    parser.add_argument("--algorithms", nargs="+", default=["lock", "hogwild", "leashed"],
-                        choices=["lock", "hogwild", "leashed"])
+    parser.add_argument("--algorithms", nargs="+", default=list(registry.mpi_names()),
+                        choices=registry.mpi_names())
     parser.add_argument("--workloads", nargs="+", default=["mlp", "counter"], choices=sorted(WORKLOADS))
     parser.add_argument("--persistence", default="inf", help="leashed T_p (default inf)")
     parser.add_argument("--repeats", type=int, default=3)

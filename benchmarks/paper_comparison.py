@@ -54,6 +54,8 @@ from _common import (  # noqa: E402
     time_to_target,
 )
 
+from leashed import algorithms as registry  # noqa: E402
+
 #: (label, algorithm, persistence)
 ALGORITHMS: dict[str, tuple[str, str]] = {
     "lock": ("lock", "inf"),
@@ -110,7 +112,7 @@ def train_argv(model: str, dataset: str, algorithm: str, persistence: str, threa
             "--model", model, "--dataset", dataset, "--batch-size", str(config.batch_size), "--lr", str(lr),
             "--seed", str(seed), "--evaluations", str(config.evaluations), "--out", str(out), "--quiet",
             "--hidden", ",".join(str(h) for h in config.hidden)]
-    if algorithm == "leashed":
+    if registry.algorithm(algorithm).has_persistence:
         argv += ["--persistence", persistence]
     argv += ["--updates", str(config.updates)] if config.updates else ["--epochs", str(config.epochs)]
     return argv

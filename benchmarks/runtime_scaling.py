@@ -28,7 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Table, blas_note, load_note  # noqa: E402
 
-ALGORITHMS = ("seq", "sync", "lock", "hogwild", "leashed")
+from leashed import algorithms as registry  # noqa: E402
+
+ALGORITHMS = registry.ALGORITHMS
 TARGET = {"leashed": 1.8, "hogwild": 1.8}
 
 
@@ -38,7 +40,8 @@ def measure(algorithms: tuple[str, ...], threads: tuple[int, ...], updates: int,
     from leashed.runtime.run import run
     from leashed.spec import ExperimentSpec
 
-    configs = [(a, m) for a in algorithms for m in threads if not (a == "seq" and m != 1)]
+    configs = [(a, m) for a in algorithms for m in threads
+               if not (registry.algorithm(a).single_thread and m != 1)]
     out: dict[tuple[str, int], list[dict[str, float]]] = {c: [] for c in configs}
     for rep in range(repeats):
         for algorithm, m in configs:
@@ -65,7 +68,8 @@ def table(runs: dict[tuple[str, int], list[dict[str, float]]], threads: tuple[in
         columns += [f"M={m} upd/s"] + ([f"M={m} x(M=1)", f"M={m} x(seq)"] if m > 1 else [])
     columns += ["tau(M=2)", "CAS fail(M=2)"] if 2 in threads else []
     t = Table("Runtime throughput, MNIST MLP 784-128-10, batch 64 (median of the repetitions)", columns)
-    seq = best.get(("seq", 1))
+    baseline = next(a.name for a in registry.entries() if a.speedup_baseline)
+    seq = best.get((baseline, 1))
     for algorithm in ALGORITHMS:
         if not any(k[0] == algorithm for k in best):
             continue
@@ -98,7 +102,7 @@ def table(runs: dict[tuple[str, int], list[dict[str, float]]], threads: tuple[in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", default=None, help="thread counts (default 1,2,4,8)")
-    parser.add_argument("--algorithms", default=",".join(ALGORITHMS), help="algorithms (default all five)")
+    parser.add_argument("--algorithms", default=",".join(ALGORITHMS), help="algorithms (default all)")
     parser.add_argument("--updates", type=int, default=3000, help="gradients per run (default 3000)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions (default 3)")
     parser.add_argument("--dataset", default="mnist",

@@ -9,10 +9,10 @@ Runs, in this order, and prints each table as it finishes:
 
 Writes ``report.md`` and ``report.html`` (the same tables and plots), each table as CSV and JSON, the
 plots as PNG and the runs' results files into ``--out DIR``, and prints the report's path last. The
-default takes a few minutes on 2 cores; ``--quick`` (tiny sizes, for smoke tests) well under a minute.
+default takes about 5 minutes on 2 cores; ``--quick`` (tiny sizes, for smoke tests) under a minute.
 
-The benchmark scripts live in the source checkout's ``benchmarks/`` folder (next to ``leashed/``), or in
-``$LEASHED_BENCHMARKS_DIR``.
+The benchmark scripts are the package ``leashed.benchmarks`` (the checkout's ``benchmarks/`` folder, mapped
+by pyproject.toml's package-dir and installed with the wheel), or ``$LEASHED_BENCHMARKS_DIR``.
 """
 
 from __future__ import annotations
@@ -33,8 +33,12 @@ SECTIONS = ("limit", "vs-pytorch", "paper")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Run short versions of the benchmarks (limit, vs PyTorch, the Leashed-SGD paper's "
+                          "comparison) and write a report. A full run takes about 5 minutes on 2 cores; "
+                          "--quick under a minute (40 s on a busy 2-core machine). The scripts and their "
+                          "targets: leashed docs benchmarks.")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes (a smoke test: well under a minute); timings are not meaningful")
+                        help="tiny sizes (a smoke test: under a minute); timings are not meaningful")
     parser.add_argument("--out", type=Path, default=Path("leashed-bench"), metavar="DIR",
                         help="folder for the report, tables, plots and runs (default ./leashed-bench)")
     parser.add_argument("--skip", nargs="+", choices=SECTIONS, default=[],
@@ -43,13 +47,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def benchmarks_dir() -> Path:
-    """The folder of the benchmark scripts: $LEASHED_BENCHMARKS_DIR, else the checkout's benchmarks/."""
+    """The folder of the benchmark scripts: $LEASHED_BENCHMARKS_DIR, else the installed package
+    ``leashed.benchmarks``, else the checkout's ``benchmarks/`` (an editable install made before the
+    package existed)."""
     env = os.environ.get("LEASHED_BENCHMARKS_DIR")
-    folder = Path(env) if env else Path(__file__).resolve().parent.parent / "benchmarks"
-    if not (folder / "_common.py").is_file():
-        raise LeashedError(f"leashed bench needs the benchmark scripts, not found in {folder}: run it from a "
-                           f"source checkout (pip install -e .) or set LEASHED_BENCHMARKS_DIR")
-    return folder
+    if env:
+        candidates = [Path(env)]
+    else:
+        try:
+            spec = importlib.util.find_spec("leashed.benchmarks")
+        except ImportError:
+            spec = None
+        candidates = [Path(p) for p in (spec.submodule_search_locations or [])] if spec is not None else []
+        candidates.append(Path(__file__).resolve().parent.parent / "benchmarks")
+    for folder in candidates:
+        if (folder / "_common.py").is_file():
+            return folder
+    raise LeashedError(f"leashed bench needs the benchmark scripts, not found in {candidates[0]}: reinstall "
+                       f"leashed (they ship as leashed.benchmarks) or set LEASHED_BENCHMARKS_DIR")
 
 
 def load_script(folder: Path, name: str) -> ModuleType:
@@ -131,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
     folder = benchmarks_dir()
     common = load_script(folder, "_common")
     out = Path(args.out)
+    from leashed._files import check_writable
+
+    check_writable(out, "--out", directory=True)  # before any benchmark runs (docs/errors.md)
     out.mkdir(parents=True, exist_ok=True)
     quick = bool(args.quick)
     started = time.perf_counter()

@@ -19,9 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+from leashed import algorithms
 from leashed.errors import LeashedError
 
-DEMO_ALGORITHMS = ("leashed", "lock", "hogwild")
+#: the asynchronous algorithms (registry: leashed/algorithms.py), trained for real and simulated
+DEMO_ALGORITHMS = algorithms.asynchronous_names()
 PREDICT_THREADS = (2, 4, 8, 16)
 
 
@@ -45,16 +47,42 @@ def _command(argv: list[str]) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"leashed {name}")
     module.add_arguments(parser)
-    return int(module.run(parser.parse_args(argv[1:])) or 0)
+    status = int(module.run(parser.parse_args(argv[1:])) or 0)
+    from leashed import interrupts
+
+    if status != 0 or interrupts.requested():  # stop at the first interrupted or failed step
+        raise _Stopped(interrupts.exit_status(status) if interrupts.requested() else status, name)
+    return status
+
+
+class _Stopped(Exception):
+    """A step ended with a non-zero status (interrupted: 130/143, leashed/interrupts.py)."""
+
+    def __init__(self, status: int, step: str) -> None:
+        super().__init__(step)
+        self.status, self.step = status, step
 
 
 def run(args: argparse.Namespace) -> int:
+    """The five steps; the demo stops at the first step that does not succeed, with its status."""
+    try:
+        return _run_steps(args)
+    except _Stopped as stop:
+        print(f"leashed: demo stopped at step `leashed {stop.step}` (exit status {stop.status})",
+              file=sys.stderr)
+        return stop.status
+
+
+def _run_steps(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise LeashedError(f"--threads must be at least 1, not {args.threads}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise LeashedError(f"--out {out} exists and is not a folder; choose another --out")
     runs = out / "runs"
+    from leashed._files import check_writable
+
+    check_writable(out, "--out", directory=True)  # before any work: one line, nothing created
     runs.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     size = ["--updates", "300", "--evaluations", "5"] if args.quick else ["--epochs", str(args.epochs)]

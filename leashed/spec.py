@@ -1,6 +1,6 @@
 """ExperimentSpec: what to run, shared by every engine (runtime, simulator) and stored in every results file.
 
-The vocabulary follows ``shared/design/architecture.md``: algorithms ``seq``, ``sync``, ``lock``, ``hogwild``,
+The vocabulary follows docs/architecture.md: algorithms ``seq``, ``sync``, ``lock``, ``hogwild``,
 ``leashed`` (papers.md §2); step policies (papers.md §3); sparsifiers (papers.md §5).
 """
 
@@ -12,14 +12,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from leashed import algorithms
 from leashed.errors import SpecError
+from leashed.models.registry import DATALESS_MODELS as DATALESS_MODELS  # re-exported: the old name
+from leashed.models.registry import MODEL_NAMES
 
-ALGORITHMS = ("seq", "sync", "lock", "hogwild", "leashed")
+#: algorithm names in code order, from the registry (leashed/algorithms.py)
+ALGORITHMS = algorithms.ALGORITHMS
 STEP_POLICIES = ("constant", "inverse", "fleet", "tail", "normalised")
-MODELS = ("softmax", "mlp", "cnn", "counter", "quadratic")
-#: models without a data set of their own: the data set name they use by default
-DATALESS_MODELS = {"counter": "none", "quadratic": "synthetic"}
-ALGORITHM_CODES = {name: i for i, name in enumerate(ALGORITHMS)}
+#: model names, from the model descriptors (leashed/models/registry.py)
+MODELS = MODEL_NAMES
+ALGORITHM_CODES = algorithms.codes()
 STEP_POLICY_CODES = {name: i for i, name in enumerate(STEP_POLICIES)}
 
 INF = math.inf
@@ -73,9 +76,48 @@ def sparsifier_k(sparsifier: str, n_params: int) -> int:
 class ExperimentSpec:
     """What to run. Validates itself on construction; every engine takes it, every results file stores it.
 
-    ``epochs`` are passes over the training data in total, shared among the threads, so every algorithm
-    computes ``total_gradients`` gradients whatever the thread count. ``updates`` overrides that count
-    (it is required for the data-less ``counter`` model and for timing-only simulation).
+    A frozen dataclass: build one with keywords (``ExperimentSpec(algorithm="leashed", threads=2)``),
+    derive variants with :meth:`replace`; a bad value raises :class:`~leashed.errors.SpecError` naming
+    the field. ``leashed train`` and ``leashed simulate`` fill it from their options of the same name
+    (``batch_size`` is ``--batch-size``, and so on). A Python walkthrough is in docs/api.md.
+
+    Fields (default in brackets):
+
+    - ``algorithm`` [``"seq"``]: ``seq``, ``sync``, ``lock``, ``hogwild`` or ``leashed``
+      (papers.md §2, §2.1); ``seq`` runs on one thread.
+    - ``threads`` [1]: worker threads m (runtime) or simulated workers (simulator).
+    - ``persistence`` [inf]: Leashed-SGD's persistence bound T_p, the failed CAS attempts a gradient may
+      accumulate before it is dropped; a non-negative integer, or ``inf`` (also the string ``"inf"``) to
+      never drop. Ignored by the other algorithms.
+    - ``model`` [``"mlp"``]: ``softmax``, ``mlp``, ``cnn``, or the test models ``counter`` (every
+      gradient coordinate is −1) and ``quadratic`` (least squares, zero loss at the optimum).
+    - ``hidden`` [(128,)]: hidden layer widths of ``mlp``, e.g. ``(256, 128)``.
+    - ``dataset`` [``"mnist"``]: a name of ``leashed.models.datasets.DATASET_NAMES`` (``mnist``,
+      ``fashion-mnist``, ``idx:DIR``, ``cifar10:DIR``, ``synthetic``, ``none``).
+    - ``dim`` [100]: number of parameters of the ``quadratic`` and ``counter`` models.
+    - ``batch_size`` [64]: rows per gradient.
+    - ``lr`` [0.2]: the base learning rate α_c of plain SGD.
+    - ``epochs`` [1]: passes over the training data in total, shared among the threads, so every
+      algorithm computes :meth:`total_gradients` gradients whatever the thread count.
+    - ``updates`` [None]: the number of gradients, overriding ``epochs``; required for ``counter`` and
+      for timing-only simulation (``sim.simulate(spec, timing)`` without gradients).
+    - ``seed`` [0]: seeds initialisation, batch order and the simulator's random draws.
+    - ``step_policy`` [``"constant"``]: ``constant``, ``inverse``, ``fleet``, ``tail`` or
+      ``normalised`` (staleness-adaptive steps, papers.md §3); ``normalised`` needs ``step_table``.
+    - ``step_table`` [None]: step factors s(0), ..., s(K) by staleness τ (the last one applies beyond
+      K), as built by ``leashed.analysis.steps.step_table`` or ``step_table_from_fit("fit.json")``.
+    - ``staleness_model`` [None]: where ``step_table`` came from (e.g. ``"fit.json#1"``), recorded for
+      the reader; not read by the engines.
+    - ``sparsifier`` [``"none"``]: ``none``, ``topk:K`` or ``randk:K`` (K a count, or a percentage
+      such as ``topk:1%``; papers.md §5).
+    - ``error_memory`` [False]: per-thread error feedback for a sparsifier.
+    - ``evaluations`` [20]: snapshots of the parameters on which training loss and test accuracy are
+      measured (0 = none).
+    - ``compute_time``, ``update_time`` [None]: the simulator's timing laws, e.g.
+      ``"gamma:mean=2ms,cv=0.2"`` and ``"const:100us"`` (docs/simulator.md); None for the runtime.
+    - ``backend`` [``"threads"``]: ``threads`` or ``mpi`` (docs/mpi.md).
+    - ``extra`` [{}]: engine-specific settings (e.g. the simulator's ``sparse_update_factor``); not part
+      of equality or hashing.
     """
 
     algorithm: str = "seq"
@@ -112,9 +154,10 @@ class ExperimentSpec:
                             f"{', '.join(STEP_POLICIES)}")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
             raise SpecError(f"threads must be a positive integer, not {self.threads!r}")
-        if self.algorithm == "seq" and self.threads != 1:
-            raise SpecError(f"algorithm seq runs on one thread; use --threads 1 (got {self.threads}) "
-                            f"or choose sync, lock, hogwild or leashed")
+        if algorithms.algorithm(self.algorithm).single_thread and self.threads != 1:
+            others = algorithms.or_list(algorithms.multi_thread_names())
+            raise SpecError(f"algorithm {self.algorithm} runs on one thread; use `threads=1` (got "
+                            f"{self.threads}) or choose {others}")
         object.__setattr__(self, "persistence", parse_persistence(self.persistence))
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         if any(h < 1 for h in self.hidden):
@@ -132,8 +175,9 @@ class ExperimentSpec:
         if self.evaluations < 0:
             raise SpecError(f"evaluations must be >= 0, not {self.evaluations!r}")
         if self.step_policy == "normalised" and not self.step_table:
-            raise SpecError("step policy 'normalised' needs a fitted staleness model: "
-                            "pass --staleness-model fit.json (from `leashed fit`)")
+            raise SpecError("step policy 'normalised' needs a step table from a fitted staleness model (the "
+                            "file of `leashed fit`): pass "
+                            "`step_table=leashed.analysis.steps.step_table_from_fit('fit.json')`")
         if self.step_table is not None:
             table = tuple(float(v) for v in self.step_table)
             if not table or not all(math.isfinite(v) and v >= 0 for v in table):
@@ -164,7 +208,7 @@ class ExperimentSpec:
     def label(self) -> str:
         """Short human label, e.g. ``leashed m=4 Tp=inf``."""
         text = f"{self.algorithm} m={self.threads}"
-        if self.algorithm == "leashed":
+        if algorithms.algorithm(self.algorithm).has_persistence:
             text += f" Tp={self.persistence_label}"
         if self.step_policy != "constant":
             text += f" {self.step_policy}"

@@ -6,6 +6,8 @@ import numpy as np
 import numpy.typing as npt
 
 KIND_NAMES: Final[dict[int, str]]
+SLOT_BITS: Final[int]
+MAX_SLOTS: Final[int]
 
 def pool_size(threads: int) -> int: ...
 

@@ -16,13 +16,16 @@ from libc.string cimport memcpy
 
 from leashed.runtime._atomics cimport lsh_aligned_calloc, lsh_load_relaxed, lsh_load_seq_cst
 from leashed.runtime._store cimport (SLOT_FREE, SLOT_LIVE, SLOT_RECLAIMING, SLOT_STALE, STORE_MAX_SLOTS,
-                             lsh_slot_t, lsh_store_t, make_state, make_word, state_gen, state_kind,
+                             STORE_SLOT_BITS, lsh_slot_t, lsh_store_t, make_state, make_word, state_gen, state_kind,
                              store_acquire, store_discard, store_pin, store_publish, store_theta,
                              store_unpin, word_slot, word_version)
 
 cnp.import_array()
 
 KIND_NAMES = {SLOT_FREE: "free", SLOT_LIVE: "live", SLOT_STALE: "stale", SLOT_RECLAIMING: "reclaiming"}
+#: the published word is ``(version << SLOT_BITS) | slot`` (_store.pxd), so a store has at most MAX_SLOTS
+SLOT_BITS = STORE_SLOT_BITS
+MAX_SLOTS = STORE_MAX_SLOTS
 
 
 def pool_size(threads):

@@ -8,6 +8,11 @@ import numpy.typing as npt
 from leashed.runtime._store import ParameterStore
 
 ALGORITHM_CODES: Final[dict[str, int]]
+LOOP_SEQ: Final[int]
+LOOP_SYNC: Final[int]
+LOOP_LOCK: Final[int]
+LOOP_HOGWILD: Final[int]
+LOOP_LEASHED: Final[int]
 POLICY_CODES: Final[dict[str, int]]
 
 def step_factors(policy: int, taus: npt.ArrayLike, threads: int, fleet_beta: float, tail_a: float = 1.0,
@@ -26,7 +31,7 @@ class Run:
                  thread_seeds: npt.ArrayLike, bound: Any, theta0: npt.ArrayLike,
                  store: ParameterStore | None, records: dict[str, np.ndarray],
                  check: bool = False, sparse_kind: int = 0, sparse_k: int = 0,
-                 error_memory: bool = False) -> None: ...
+                 error_memory: bool = False, loss_limit: float = 1e308) -> None: ...
     def work(self, tid: int) -> None: ...
     def wait_arrived(self, timeout_s: float) -> bool: ...
     def start(self) -> int: ...

@@ -88,10 +88,19 @@ ALGORITHM_CODES = {"seq": ALG_SEQ, "sync": ALG_SYNC, "lock": ALG_LOCK, "hogwild"
                    "leashed": ALG_LEASHED}
 POLICY_CODES = {"constant": POL_CONSTANT, "inverse": POL_INVERSE, "fleet": POL_FLEET, "tail": POL_TAIL,
                 "normalised": POL_NORMALISED}
+# The code worker_main dispatches to each loop (named by the algorithm registry, leashed/algorithms.py,
+# as ``runtime_loop``; check_registry() holds each against the registry's code).
+LOOP_SEQ = ALG_SEQ
+LOOP_SYNC = ALG_SYNC
+LOOP_LOCK = ALG_LOCK
+LOOP_HOGWILD = ALG_HOGWILD
+LOOP_LEASHED = ALG_LEASHED
+_KNOWN_ALGORITHMS = frozenset(ALGORITHM_CODES.values())
+_KNOWN_POLICIES = frozenset(POLICY_CODES.values())
 
 
 cdef struct thread_t:
-    # Written only by its own thread while the run is on; 128 bytes (two cache lines), 64-byte aligned.
+    # Written only by its own thread while the run is on; 192 bytes (three cache lines), 64-byte aligned.
     float *grad
     float *work
     float *local          # private copy of theta (lock, hogwild)
@@ -110,6 +119,13 @@ cdef struct thread_t:
     int64_t dropped
     int64_t cas_failures
     double applied_sum    # sparse runs: sum over the applied updates of step * sum_j val_j
+    # the machine it ran on (issue 13 item 4, docs/machine.md), measured by worker_main around the loop:
+    # CLOCK_THREAD_CPUTIME_ID and CLOCK_MONOTONIC spans (ns), getrusage(RUSAGE_THREAD) switch counts
+    int64_t cpu_ns
+    int64_t loop_wall_ns
+    int64_t nivcsw
+    int64_t nvcsw
+    int64_t pad_machine[4]
 
 
 cdef struct ctx_t:
@@ -145,6 +161,7 @@ cdef struct ctx_t:
     double lr
     double fleet_beta
     double tail_a
+    double loss_limit            # divergence: a finite loss above it also stops the run (docs/errors.md)
     int64_t tail_lo              # tail: samples from updates producing versions in (tail_lo, tail_lo+tail_n]
     int64_t tail_n
     int64_t *tail_samples
@@ -166,6 +183,7 @@ cdef struct ctx_t:
     int64_t *rec_t_start
     int64_t *rec_t_grad
     int64_t *rec_t_commit
+    int64_t *rec_t_attempt       # start of the update's last attempt (leashed), else t_grad
     # snapshot hand-over (seq, sync)
     float *snap_dst
     int64_t snap_version
@@ -196,8 +214,9 @@ cdef inline bint stopped(ctx_t *c) noexcept nogil:
 
 
 cdef inline void note_loss(ctx_t *c, double loss, int64_t version_read) noexcept nogil:
-    """Divergence: a non-finite loss sets the stop flag; diverged_at keeps the smallest version read."""
-    if not isfinite(loss):
+    """Divergence: a non-finite loss, or one above loss_limit (the divergence factor times the initial
+    loss, docs/errors.md), sets the stop flag; diverged_at keeps the smallest version read."""
+    if not isfinite(loss) or loss > c.loss_limit:
         lsh_min_relaxed(&c.diverged_at.value, version_read)
         lsh_store_relaxed(&c.stop.value, STOP_DIVERGED)
 
@@ -257,7 +276,8 @@ cdef inline void tail_observe(ctx_t *c, int64_t t1, int64_t tau) noexcept nogil:
 
 
 cdef inline void record(ctx_t *c, int64_t k, int64_t tid, int64_t vread, int64_t vcommit, int64_t tau,
-                        int64_t attempts, bint dropped, int64_t ts, int64_t tg, int64_t tc) noexcept nogil:
+                        int64_t attempts, bint dropped, int64_t ts, int64_t tg, int64_t tc,
+                        int64_t ta) noexcept nogil:
     c.rec_thread[k] = <int32_t>tid
     c.rec_vread[k] = vread
     c.rec_vcommit[k] = vcommit
@@ -267,6 +287,7 @@ cdef inline void record(ctx_t *c, int64_t k, int64_t tid, int64_t vread, int64_t
     c.rec_t_start[k] = ts
     c.rec_t_grad[k] = tg
     c.rec_t_commit[k] = tc
+    c.rec_t_attempt[k] = ta
 
 
 cdef inline void start_gate(ctx_t *c) noexcept nogil:
@@ -285,13 +306,13 @@ cdef struct pending_t:
     # The previous update's record, written out only after the next read->commit window has opened: the
     # bookkeeping between a commit and the next read is time in which a thread's window is closed, which
     # lowers the staleness below m - 1 (papers.md §6.1 claim 3 assumes no such gap).
-    int64_t k, vread, vcommit, tau, attempts, ts, tg, tc
+    int64_t k, vread, vcommit, tau, attempts, ts, tg, tc, ta
     bint dropped
     bint valid
 
 
 cdef inline void hold(pending_t *p, int64_t k, int64_t vread, int64_t vcommit, int64_t tau, int64_t attempts,
-                      bint dropped, int64_t ts, int64_t tg, int64_t tc) noexcept nogil:
+                      bint dropped, int64_t ts, int64_t tg, int64_t tc, int64_t ta) noexcept nogil:
     p.k = k
     p.vread = vread
     p.vcommit = vcommit
@@ -301,12 +322,13 @@ cdef inline void hold(pending_t *p, int64_t k, int64_t vread, int64_t vcommit, i
     p.ts = ts
     p.tg = tg
     p.tc = tc
+    p.ta = ta
     p.valid = True
 
 
 cdef inline void flush(ctx_t *c, int64_t tid, pending_t *p) noexcept nogil:
     if p.valid:
-        record(c, p.k, tid, p.vread, p.vcommit, p.tau, p.attempts, p.dropped, p.ts, p.tg, p.tc)
+        record(c, p.k, tid, p.vread, p.vcommit, p.tau, p.attempts, p.dropped, p.ts, p.tg, p.tc, p.ta)
         p.valid = False
 
 
@@ -410,7 +432,7 @@ cdef void loop_seq(ctx_t *c, int64_t tid) noexcept nogil:
         lsh_store_relaxed(&c.version.value, k + 1)  # relaxed: read only as a progress statistic
         tc = now_rel(c)
         t.applied += 1
-        record(c, k, tid, k, k, 0, 1, False, ts, tg, tc)
+        record(c, k, tid, k, k, 0, 1, False, ts, tg, tc, tg)
         serve_snapshot(c, c.theta, k + 1)
 
 
@@ -460,7 +482,7 @@ cdef void loop_lock(ctx_t *c, int64_t tid) noexcept nogil:
         if c.sparse_kind != SPARSE_NONE:
             t.applied_sum += a * value_sum(t.val, nsel)
         t.applied += 1
-        hold(&prev, k, t0, t1, t1 - t0, 1, False, ts, tg, tc)
+        hold(&prev, k, t0, t1, t1 - t0, 1, False, ts, tg, tc, tg)
     flush(c, tid, &prev)
 
 
@@ -514,7 +536,7 @@ cdef void loop_hogwild(ctx_t *c, int64_t tid) noexcept nogil:
         tail_observe(c, t1, t1 - t0)
         tc = now_rel(c)
         t.applied += 1
-        hold(&prev, k, t0, t1, t1 - t0, 1, False, ts, tg, tc)
+        hold(&prev, k, t0, t1, t1 - t0, 1, False, ts, tg, tc, tg)
     flush(c, tid, &prev)
 
 
@@ -565,7 +587,7 @@ cdef void loop_sync(ctx_t *c, int64_t tid) noexcept nogil:
             t.applied += 1
             if c.sparse_kind != SPARSE_NONE:
                 t.applied_sum += coef * value_sum(t.val, nsel)
-            record(c, k, tid, s, s, 0, 1, False, ts, tg, tc)
+            record(c, k, tid, s, s, 0, 1, False, ts, tg, tc, tg)
         if tid == 0:
             lsh_store_relaxed(&c.version.value, s + 1)
             lsh_store_relaxed(&c.ticket.value, base + cnt)
@@ -594,7 +616,7 @@ cdef void loop_leashed(ctx_t *c, int64_t tid) noexcept nogil:
     cdef thread_t *t = &c.threads[tid]
     cdef lsh_store_t *st = c.store
     cdef int64_t k, ts, tg, tc, w0, wl, s0, sl, t0, t1, tries, nslot, gen0 = 0, genl = 0, next_word = 0
-    cdef int64_t nsel = 0
+    cdef int64_t nsel = 0, tatt = 0
     cdef bint sparse = c.sparse_kind != SPARSE_NONE
     cdef int64_t hint = (2 * tid) % st.n_slots  # where the free-slot scan starts; then the last slot let go
     cdef const int64_t *rows
@@ -633,8 +655,11 @@ cdef void loop_leashed(ctx_t *c, int64_t tid) noexcept nogil:
         if sparse:
             nsel = sparsify(c, t)  # once per gradient, never per attempt
         tg = now_rel(c)
+        tatt = tg
         tries = 0
         while True:
+            if tries > 0:
+                tatt = now_rel(c)  # a retry starts: the last attempt's start is recorded (docs/simulator.md)
             wl = store_pin(st)
             sl = word_slot(wl)
             t1 = word_version(wl)
@@ -666,7 +691,7 @@ cdef void loop_leashed(ctx_t *c, int64_t tid) noexcept nogil:
                 t.applied += 1
                 if sparse:
                     t.applied_sum += a * value_sum(t.val, nsel)
-                hold(&prev, k, t0, t1, t1 - t0, tries + 1, False, ts, tg, tc)
+                hold(&prev, k, t0, t1, t1 - t0, tries + 1, False, ts, tg, tc, tatt)
                 break
             store_discard(st, nslot)
             hint = nslot  # cache-warm: take it again for the retry
@@ -675,21 +700,50 @@ cdef void loop_leashed(ctx_t *c, int64_t tid) noexcept nogil:
             if c.persistence >= 0 and tries > c.persistence:
                 tc = now_rel(c)
                 t.dropped += 1
-                hold(&prev, k, t0, -1, -1, tries, True, ts, tg, tc)
+                hold(&prev, k, t0, -1, -1, tries, True, ts, tg, tc, tatt)
                 break
     if have_next:  # stopped right after a commit
         store_unpin(st, word_slot(next_word))
     flush(c, tid, &prev)
 
 
+cdef extern from "<sys/resource.h>" nogil:
+    cdef struct rusage:
+        long ru_nvcsw
+        long ru_nivcsw
+    enum: RUSAGE_THREAD
+    int getrusage(int who, rusage *usage)
+
+
+cdef extern from "<time.h>" nogil:
+    enum: CLOCK_THREAD_CPUTIME_ID
+    int clock_gettime(int clock, timespec *ts)
+
+
+cdef inline int64_t thread_cpu_ns() noexcept nogil:
+    cdef timespec ts
+    if clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0:
+        return 0
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
 cdef int worker_main(ctx_t *c, int64_t tid) noexcept nogil:
-    """Start barrier, then the algorithm's loop."""
+    """Start barrier, then the algorithm's loop; around the loop, the thread's CPU time, wall time and
+    context switches (the machine it ran on, docs/machine.md; plain syscalls, no allocation)."""
     cdef int64_t spins = 0
+    cdef int64_t cpu0, wall0
+    cdef rusage ru0, ru1
+    cdef thread_t *me = &c.threads[tid]
     # acq_rel / acquire: the coordinator acquires `arrived` before it raises `go` with release, and every
     # worker acquires `go`, so t0_ns (written before the release) is visible to all workers
     lsh_fetch_add_acq_rel(&c.arrived.value, 1)
     while lsh_load_acquire(&c.go.value) == 0:
         lsh_backoff(&spins)
+    memset(&ru0, 0, sizeof(rusage))
+    memset(&ru1, 0, sizeof(rusage))
+    getrusage(RUSAGE_THREAD, &ru0)
+    cpu0 = thread_cpu_ns()
+    wall0 = lsh_now_ns()
     if c.algorithm == ALG_SEQ:
         loop_seq(c, tid)
     elif c.algorithm == ALG_SYNC:
@@ -700,6 +754,11 @@ cdef int worker_main(ctx_t *c, int64_t tid) noexcept nogil:
         loop_hogwild(c, tid)
     else:
         loop_leashed(c, tid)
+    me.loop_wall_ns = lsh_now_ns() - wall0
+    me.cpu_ns = thread_cpu_ns() - cpu0
+    getrusage(RUSAGE_THREAD, &ru1)
+    me.nivcsw = ru1.ru_nivcsw - ru0.ru_nivcsw
+    me.nvcsw = ru1.ru_nvcsw - ru0.ru_nvcsw
     c.threads[tid].t_exit = now_rel(c)
     # release: our records and counters, to the coordinator (which also joins the thread)
     lsh_fetch_add_acq_rel(&c.finished.value, 1)
@@ -712,7 +771,7 @@ cdef class Run:
 
     Built by :func:`leashed.runtime.run.run`; see there for the meaning of the arguments. ``records`` is
     a dict of preallocated numpy arrays of length ``total`` (thread, version_read, version_commit,
-    staleness, attempts, dropped, t_start, t_grad, t_commit as int64 nanoseconds since the start).
+    staleness, attempts, dropped, t_start, t_grad, t_commit, t_attempt as int64 nanoseconds since the start).
     ``sparse_kind`` (``leashed.runtime._sparse.KIND_CODES``: 0 none, 1 top-k, 2 rand-k), ``sparse_k`` and
     ``error_memory`` choose the sparsifier of papers.md §5; its per-thread scratch is allocated here.
     """
@@ -727,7 +786,7 @@ cdef class Run:
                   int64_t batch_size, int64_t n_rows, double lr, double fleet_beta, double tail_a,
                   step_table, schedule, thread_seeds, object bound, theta0, object store,
                   dict records, bint check=False, int sparse_kind=SPARSE_NONE, int64_t sparse_k=0,
-                  bint error_memory=False):
+                  bint error_memory=False, double loss_limit=1e308):
         cdef int64_t i, wf, d
         cdef thread_t *t
         cdef ctx_t *c
@@ -742,11 +801,22 @@ cdef class Run:
         cdef int64_t[::1] r_ts = records["t_start"]
         cdef int64_t[::1] r_tg = records["t_grad"]
         cdef int64_t[::1] r_tc = records["t_commit"]
+        cdef int64_t[::1] r_ta = records["t_attempt"]
         cdef int64_t[::1] tail = np.zeros(max(5 * threads, 1), dtype=np.int64)
         cdef const uint64_t[::1] seeds = np.ascontiguousarray(thread_seeds, dtype=np.uint64)
         cdef const int32_t[::1] sched
-        if sizeof(thread_t) != 128:
-            raise AssertionError("thread_t must be two cache lines")
+        if sizeof(thread_t) != 192:
+            raise AssertionError("thread_t must be three cache lines")
+        # Refused here, before any thread runs: an unknown code would fall through worker_main's dispatch
+        # (into the leashed loop without a store) and normalised steps would read a NULL table.
+        if algorithm not in _KNOWN_ALGORITHMS:
+            raise ValueError(f"unknown algorithm code {algorithm}; known: {sorted(_KNOWN_ALGORITHMS)}")
+        if policy not in _KNOWN_POLICIES:
+            raise ValueError(f"unknown step policy code {policy}; known: {sorted(_KNOWN_POLICIES)}")
+        if policy == POL_NORMALISED and (step_table is None or len(step_table) == 0):
+            raise ValueError("step policy 'normalised' needs a non-empty step table")
+        if algorithm == ALG_LEASHED and store is None:
+            raise ValueError("algorithm 'leashed' needs a parameter store")
         if threads < 1 or total < threads or r_thread.shape[0] != total or seeds.shape[0] != threads:
             raise ValueError("inconsistent run configuration")
         if sparse_kind not in (SPARSE_NONE, SPARSE_TOPK, SPARSE_RANDK):
@@ -781,6 +851,7 @@ cdef class Run:
         c.tail_n = 5 * threads
         c.tail_samples = &tail[0]
         c.diverged_at.value = INT64_MAX
+        c.loss_limit = loss_limit
         if step_table is not None:
             table = step_table
             c.step_table = &table[0]
@@ -804,6 +875,7 @@ cdef class Run:
         c.rec_t_start = &r_ts[0]
         c.rec_t_grad = &r_tg[0]
         c.rec_t_commit = &r_tc[0]
+        c.rec_t_attempt = &r_ta[0]
         lsh_barrier_init(&c.barrier, threads)
         if pthread_mutex_init(&c.mutex, NULL) != 0:
             raise OSError("pthread_mutex_init failed")
@@ -1028,15 +1100,22 @@ cdef class Run:
         return last / 1e9
 
     def thread_totals(self):
-        """Per-thread counters: dict of int64 arrays computed, applied, dropped, cas_failures."""
+        """Per-thread counters: dict of int64 arrays computed, applied, dropped, cas_failures, and the
+        machine's (over each worker's loop): cpu_ns (CLOCK_THREAD_CPUTIME_ID), loop_wall_ns,
+        involuntary_switches and voluntary_switches (getrusage RUSAGE_THREAD)."""
         out = {name: np.zeros(self.n_threads, dtype=np.int64)
-               for name in ("computed", "applied", "dropped", "cas_failures")}
+               for name in ("computed", "applied", "dropped", "cas_failures", "cpu_ns", "loop_wall_ns",
+                            "involuntary_switches", "voluntary_switches")}
         cdef int64_t i
         for i in range(self.n_threads):
             out["computed"][i] = self.c.threads[i].computed
             out["applied"][i] = self.c.threads[i].applied
             out["dropped"][i] = self.c.threads[i].dropped
             out["cas_failures"][i] = self.c.threads[i].cas_failures
+            out["cpu_ns"][i] = self.c.threads[i].cpu_ns
+            out["loop_wall_ns"][i] = self.c.threads[i].loop_wall_ns
+            out["involuntary_switches"][i] = self.c.threads[i].nivcsw
+            out["voluntary_switches"][i] = self.c.threads[i].nvcsw
         return out
 
     def sparse_totals(self):

@@ -58,7 +58,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -69,23 +68,38 @@ from typing import Any
 import numpy as np
 
 from leashed import errors
+from leashed.algorithms import algorithm as algorithm_entry
+from leashed.algorithms import entries as algorithm_entries
 from leashed.errors import LeashedError, SpecError
-from leashed.results import RunResult, Samples, UpdateLog, machine_metadata
+from leashed.results import UPDATE_FIELDS, RunResult, Samples, UpdateLog, machine_metadata
+from leashed.runtime.mpi_health import (
+    BEAT_S,
+    DONE,
+    PARTS_TAG,
+    RANK_TIMEOUT_S,
+    Abandon,
+    InterruptFlag,
+    progress_bar,
+)
 from leashed.sim.batches import BatchSchedule
 from leashed.spec import ExperimentSpec, sparsifier_k
 from leashed.steprules import fleet_beta, step_factor
 
-__all__ = ["MPI_ALGORITHMS", "mpi_command", "mpi_rank_from_env", "run_mpi"]
+__all__ = ["MPI_ALGORITHMS", "RankFailed", "mpi_command", "mpi_rank_from_env", "run_mpi"]
 
-#: the algorithms the MPI backend runs (seq and sync have no asynchronous store to share)
-MPI_ALGORITHMS = ("lock", "hogwild", "leashed")
+#: the algorithms the MPI backend runs (the registry's ``mpi`` trait: seq and sync have no asynchronous
+#: store to share)
+MPI_ALGORITHMS = tuple(a.name for a in algorithm_entries() if a.mpi)
 
 # ---------------------------------------------------------------- control window layout (int64 words)
 _TICKET = 0      # next ticket (gradient number); Fetch_and_op SUM
 _LATEST = 1      # lock/hogwild: version t; leashed: (version << _SLOT_BITS) | slot
 _LOCK = 2        # lock: 0 free, else the holder's rank
 _DIVERGED = 3    # -1, or the version at which a worker saw a non-finite loss
-_HEADER = 8      # per-slot words start here: state[S], then readers[S]
+_FAILED = 4      # -1, or the rank that rank 0 declared failed (runtime/mpi_health.py)
+_END = 5         # rank 0's verdict at the end: 0 running, _END_OK every worker done, _END_FAILED a rank dead
+_END_OK, _END_FAILED = 1, 2
+_HEADER = 8      # per-slot words start here: state[S], then readers[S], then progress[workers]
 
 _SLOT_BITS = 20
 _SLOT_MASK = (1 << _SLOT_BITS) - 1
@@ -128,6 +142,15 @@ def mpi_rank_from_env() -> int:
         if value is not None and value.strip().isdigit():
             return int(value)
     return 0
+
+
+class _State:
+    """Process-wide: a rank was declared failed during this process's run (see :func:`mpi_command`)."""
+
+    broken = False
+
+
+_state = _State()
 
 
 # ================================================================ collective error handling
@@ -250,7 +273,11 @@ class _Store:
         self.n, self.slots = n_params, n_slots
         self.state0 = _HEADER
         self.readers0 = _HEADER + n_slots
-        n_ctrl = _HEADER + 2 * n_slots
+        self.progress0 = _HEADER + 2 * n_slots  # one progress word per worker (runtime/mpi_health.py)
+        n_ctrl = self.n_ctrl = self.progress0 + comm.Get_size() - 1
+        #: called every few spins of a wait (lock, slot claim): heartbeats, and Abandon after a failure
+        self.spin_hook: Callable[[], None] | None = None
+        self.broken = False  # a rank was declared failed: no collective on these windows any more
         here = comm.Get_rank() == 0
         self.ctrl = MPI.Win.Allocate(n_ctrl * 8 if here else 0, 8, comm=comm)
         self.data = MPI.Win.Allocate(n_slots * n_params * 4 if here else 0, 4, comm=comm)
@@ -262,9 +289,10 @@ class _Store:
     def initialise(self, theta0: np.ndarray, latest: int) -> None:
         """Rank 0: zero the control words, write θ_0 into slot 0 (before the start barrier)."""
         MPI = self.MPI
-        ctrl = np.zeros(_HEADER + 2 * self.slots, np.int64)
+        ctrl = np.zeros(self.n_ctrl, np.int64)
         ctrl[_LATEST] = latest
         ctrl[_DIVERGED] = -1
+        ctrl[_FAILED] = -1
         ctrl[self.state0] = _LIVE
         for win, buf in ((self.ctrl, ctrl), (self.data, theta0)):
             win.Lock(0, MPI.LOCK_EXCLUSIVE)
@@ -341,6 +369,8 @@ class _Store:
             spins += 1
             if spins > 4:
                 os.sched_yield()  # oversubscribed hosts: let the holder run
+            if self.spin_hook is not None and spins % 16 == 0:
+                self.spin_hook()  # the holder may be dead: heartbeat, and leave once it is declared so
 
     def release(self) -> None:
         self.write(_LOCK, 0)
@@ -382,32 +412,22 @@ class _Store:
             spins += 1
             if spins > 2:
                 os.sched_yield()
+            if self.spin_hook is not None and spins % 16 == 0:
+                self.spin_hook()
 
     def live_vectors(self) -> int:
         return int(np.count_nonzero(self.slot_states() != _FREE))
 
 
-class _InterruptFlag:
-    """Ctrl-C while the ranks run: note it instead of raising, so a rank leaves its loop between two
-    updates (no MPI call is cut short, no window left locked), stops the others through the ticket
-    counter, and the partial result is gathered and saved, marked ``interrupted`` (as the threaded
-    runtime does). mpiexec forwards one Ctrl-C to every rank; a second one makes it abort the run."""
+#: the former name of :class:`~leashed.runtime.mpi_health.InterruptFlag` (now SIGINT and SIGTERM)
+_InterruptFlag = InterruptFlag
 
-    def __init__(self) -> None:
-        self.raised = False
-        self._previous: Any = None
 
-    def _note(self, signum: int, frame: Any) -> None:
-        self.raised = True
+class RankFailed(LeashedError):
+    """A worker rank stopped writing its progress word (runtime/mpi_health.py): the partial result was
+    saved, marked ``failed_rank``; status 1."""
 
-    def __enter__(self) -> _InterruptFlag:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._note)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+    exit_code = 1
 
 
 # ================================================================ the worker ranks
@@ -467,9 +487,27 @@ class _Worker:
         self.t_origin = 0.0
         self.diverged = False
         self.interrupted = False
+        self.abandoned = False  # rank 0 declared some rank failed (runtime/mpi_health.py)
+        self.beat, self.next_beat = 0, 0.0
+        self.progress_word = store.progress0 + self.index
+        store.spin_hook = self._spin
 
     def now(self) -> float:
         return self.MPI.Wtime() - self.t_origin
+
+    def heartbeat(self) -> None:
+        """Write the next beat into this rank's progress word, at most every BEAT_S seconds."""
+        t = self.MPI.Wtime()
+        if t >= self.next_beat:
+            self.beat += 1
+            self.store.write(self.progress_word, self.beat)
+            self.next_beat = t + BEAT_S
+
+    def _spin(self) -> None:
+        """Inside a wait: stay visibly alive; leave the wait once rank 0 has declared a rank failed."""
+        self.heartbeat()
+        if self.store.read(_FAILED) >= 0:
+            raise Abandon
 
     def _gradient(self, ticket: int, version: int) -> bool:
         """g ← ∇f_B(θ_loc) (sparsified); False (and every worker stopped) on a non-finite loss."""
@@ -491,19 +529,24 @@ class _Worker:
             np.multiply(self.grad, alpha, out=self.scratch)
             target -= self.scratch
 
-    def run(self, interrupt: _InterruptFlag | None = None) -> None:
+    def run(self, interrupt: InterruptFlag | None = None) -> None:
         algorithm = self.spec.algorithm
         body = {"lock": self._lock, "hogwild": self._hogwild, "leashed": self._leashed}[algorithm]
         store = self.store
         with np.errstate(all="ignore"):  # a diverging run is detected from the loss and reported once
-            while True:
-                if interrupt is not None and interrupt.raised:  # Ctrl-C: stop every rank, keep what is done
-                    store.write(_TICKET, _STOP)
-                    self.interrupted = True
-                    break
-                ticket = store.fop(_TICKET, 1)
-                if ticket >= self.total or not body(ticket):
-                    break
+            try:
+                while True:
+                    if interrupt is not None and interrupt.raised:  # a signal: stop every rank, keep the rest
+                        store.write(_TICKET, _STOP)
+                        self.interrupted = True
+                        break
+                    self.heartbeat()
+                    ticket = store.fop(_TICKET, 1)
+                    if ticket >= self.total or not body(ticket):
+                        break
+            except Abandon:  # the update in hand is left uncommitted (it was never published)
+                self.abandoned = True
+        store.write(self.progress_word, DONE)
 
     # ------------------------------------------------------------ LOCK
     def _lock(self, ticket: int) -> bool:
@@ -598,18 +641,54 @@ class _Host:
         self.live: tuple[list[float], list[int], list[int]] = ([], [], [])
         self.t_origin = 0.0
         self.interrupted = False
+        self.signum: int | None = None  # the signal rank 0 received (SIGINT, SIGTERM), if any
+        self.pooled = algorithm_entry(spec.algorithm).uses_pool  # leashed: latest word packs (version, slot)
+        #: the worker rank declared failed (runtime/mpi_health.py), or None
+        self.failed_rank: int | None = None
+        self._beats = np.zeros(workers, np.int64)
+        self._beat_seen = np.zeros(workers, np.float64)  # rank 0's Wtime when each word last changed
+        self.rank_timeout_s = RANK_TIMEOUT_S
+        store.spin_hook = self._spin
 
     def now(self) -> float:
         return self.MPI.Wtime() - self.t_origin
 
     def version(self) -> int:
         word = self.store.read(_LATEST)
-        return word >> _SLOT_BITS if self.spec.algorithm == "leashed" else word
+        return word >> _SLOT_BITS if self.pooled else word
 
     def live_vectors(self) -> int:
         """Leashed: window slots not FREE (published and not recycled, or being built); the baselines:
         the shared vector plus one private copy per worker."""
-        return self.store.live_vectors() if self.spec.algorithm == "leashed" else self.workers + 1
+        return self.store.live_vectors() if self.pooled else self.workers + 1
+
+    def check_health(self) -> bool:
+        """True when every worker has left its loop. Declares a worker failed when its progress word has
+        not changed for ``rank_timeout_s``: the FAILED word gets its rank, the ticket counter the stop
+        value and the END word its verdict (runtime/mpi_health.py)."""
+        if self.failed_rank is not None:
+            return False
+        t = self.MPI.Wtime()
+        if not self._beat_seen.any():
+            self._beat_seen[:] = t
+        done = 0
+        for i in range(self.workers):
+            word = self.store.read(self.store.progress0 + i)
+            if word != self._beats[i]:
+                self._beats[i], self._beat_seen[i] = word, t
+            done += word == DONE
+            if word != DONE and t - self._beat_seen[i] > self.rank_timeout_s:
+                self.failed_rank = i + 1
+                self.store.write(_FAILED, i + 1)
+                self.store.write(_TICKET, _STOP)
+                self.store.write(_END, _END_FAILED)
+                return False
+        return done == self.workers
+
+    def _spin(self) -> None:
+        self.check_health()
+        if self.failed_rank is not None:
+            raise Abandon
 
     def snapshot(self) -> _Snapshot:
         """A consistent read of the latest vector (lock: under the lock; leashed: pinned; hogwild: an
@@ -617,7 +696,11 @@ class _Host:
         store, algorithm = self.store, self.spec.algorithm
         theta = np.empty(store.n, np.float32)
         t = self.now()
-        if algorithm == "lock":
+        if algorithm == "lock" and self.failed_rank is not None:
+            # the dead rank may hold the lock forever; it cannot write any more, so read without it
+            store.get(0, theta)
+            version = store.read(_LATEST)
+        elif algorithm == "lock":
             store.acquire(self.workers + 1)  # a lock id no worker rank uses
             store.get(0, theta)
             version = store.read(_LATEST)
@@ -633,21 +716,45 @@ class _Host:
         self.snapshots.append(snap)
         return snap
 
-    def run(self, done: Any, interrupt: _InterruptFlag | None = None) -> None:
-        """Poll until the ``done`` request (the workers' Ibarrier) completes; on Ctrl-C stop the workers
-        through the ticket counter and go on waiting for them."""
+    def run(self, interrupt: InterruptFlag | None = None, progress: bool | None = None) -> None:
+        """Poll until every worker has written DONE into its progress word (then the END word says so) or
+        a worker is declared failed; on SIGINT/SIGTERM stop the workers through the ticket counter and go
+        on waiting for them. No collective is started before every worker is known to be alive: one that
+        includes a dead rank never completes (and UCX may crash in it).
+        ``progress``: a tqdm bar of gradients drawn on stderr (None: when stderr is a terminal)."""
+        bar = progress_bar(self.work.total, progress)
+        try:
+            self._poll(interrupt, bar)
+        except Abandon:  # a rank was declared failed while rank 0 waited for the lock (snapshot)
+            pass
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _poll(self, interrupt: InterruptFlag | None, bar: Any) -> None:
         evals = max(int(self.spec.evaluations), 0)
         thresholds = [math.ceil(k * self.work.total / evals) for k in range(1, evals)] if evals else []
         if evals:
             self.snapshots.append(_Snapshot(0.0, 0, 1, self.work.prep.theta0.copy()))
         times, versions, lives = self.live
-        every, next_live = POLL_INTERVAL_S, 0.0
-        while not done.Test():
+        every, next_live, next_health, drawn = POLL_INTERVAL_S, 0.0, 0.0, 0
+        while True:
             time.sleep(POLL_INTERVAL_S)
             if interrupt is not None and interrupt.raised and not self.interrupted:
                 self.store.write(_TICKET, _STOP)
                 self.interrupted = True
             now, version = self.now(), self.version()
+            if now >= next_health:
+                if self.check_health():
+                    self.store.write(_END, _END_OK)
+                    return
+                if self.failed_rank is not None:
+                    return
+                next_health = now + 0.01
+                if bar is not None and not bar.disable:
+                    ticket = min(self.store.read(_TICKET), self.work.total)
+                    bar.update(max(ticket - drawn, 0))
+                    drawn = max(drawn, ticket)
             if now >= next_live:
                 times.append(now)
                 versions.append(version)
@@ -660,12 +767,6 @@ class _Host:
                 while thresholds and version >= thresholds[0]:
                     thresholds.pop(0)
                 self.snapshot()
-
-
-def _wait_quietly(request: Any) -> None:
-    """Wait for a nonblocking collective without busy-polling (spare the cores the workers run on)."""
-    while not request.Test():
-        time.sleep(0.001)
 
 
 def _evaluate(spec: ExperimentSpec, work: _Workload, host: _Host,
@@ -700,6 +801,8 @@ def _evaluate(spec: ExperimentSpec, work: _Workload, host: _Host,
 
 def _commit_order(parts: list[dict[str, np.ndarray]]) -> UpdateLog:
     """Concatenate the workers' records: committed by version, dropped ones merged in by time."""
+    if not parts:  # every worker's records lost (runtime/mpi_health.py)
+        return UpdateLog(**{name: np.zeros(0, dtype) for name, dtype in UPDATE_FIELDS.items()})
     cat = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     dropped = cat["dropped"]
     committed = np.flatnonzero(~dropped)
@@ -733,12 +836,14 @@ def _validate(spec: ExperimentSpec, size: int) -> int:
 
 
 def run_mpi(spec: ExperimentSpec, out_path: str | os.PathLike[str] | None = None,
-            comm: Any = None) -> RunResult | None:
+            comm: Any = None, progress: bool | None = None) -> RunResult | None:
     """Run ``spec`` on all ranks of ``comm`` (default ``MPI.COMM_WORLD``); collective.
 
     Rank 0 holds the store, returns the assembled :class:`RunResult` and saves it to ``out_path`` (if
     given); the worker ranks return None. Bad input raises the same one-line :class:`SpecError` (or
-    :class:`~leashed.errors.DataError`) on every rank.
+    :class:`~leashed.errors.DataError`) on every rank. ``progress``: a bar on rank 0's stderr (None: on a
+    terminal). A worker declared dead (runtime/mpi_health.py) gives a partial result with
+    ``totals["failed_rank"]``; the windows are then not freed (that would wait for the dead rank).
     """
     MPI = _import_mpi()
     comm = MPI.COMM_WORLD if comm is None else comm
@@ -753,20 +858,23 @@ def run_mpi(spec: ExperimentSpec, out_path: str | os.PathLike[str] | None = None
 
     from threadpoolctl import threadpool_limits
 
-    n_slots = 2 * workers + 2 if spec.algorithm == "leashed" else 1
+    n_slots = 2 * workers + 2 if algorithm_entry(spec.algorithm).uses_pool else 1
     store = _Store(MPI, comm, int(work.model.n_params), n_slots)
     try:
         with threadpool_limits(limits=1, user_api="blas"):
-            outcome = _run(spec, work, store, MPI, comm, workers)
+            outcome = _run(spec, work, store, MPI, comm, workers, progress)
     finally:
-        store.free()  # collective: before rank 0 evaluates, so no rank waits in it meanwhile
+        if not store.broken:
+            store.free()  # collective: before rank 0 evaluates, so no rank waits in it meanwhile
+        else:
+            _state.broken = True  # mpi_command leaves without MPI_Finalize, which could wait for the dead
     if outcome is None:
         return None
     return _assemble(spec, work, *outcome, MPI, out_path)
 
 
-def _run(spec: ExperimentSpec, work: _Workload, store: _Store, MPI: Any, comm: Any,
-         workers: int) -> tuple[_Host, _Snapshot, list[dict[str, Any]], int] | None:
+def _run(spec: ExperimentSpec, work: _Workload, store: _Store, MPI: Any, comm: Any, workers: int,
+         progress: bool | None = None) -> tuple[_Host, _Snapshot, list[dict[str, Any]], int] | None:
     """The run proper, on every rank; rank 0 gets what :func:`_assemble` needs, the workers None."""
     rank = comm.Get_rank()
     if rank == 0:
@@ -779,34 +887,72 @@ def _run(spec: ExperimentSpec, work: _Workload, store: _Store, MPI: Any, comm: A
     comm.Barrier()  # the common start: every rank's clock origin is its exit from this barrier
     t_origin = MPI.Wtime()
     part: dict[str, Any] = {}
-    with _InterruptFlag() as interrupt:
+    with InterruptFlag() as interrupt:
         try:
             if rank == 0:
                 host.t_origin = t_origin
-                host.run(comm.Ibarrier(), interrupt)
+                host.run(interrupt, progress)
                 final = host.snapshot()
                 if not spec.evaluations or (len(host.snapshots) > 1
                                             and host.snapshots[-2].version == final.version):
                     host.snapshots.pop()  # no evaluations, or the last threshold already saw this version
                 diverged_at = store.read(_DIVERGED)
+                host.signum = interrupt.signum
+                if host.failed_rank is not None:
+                    store.broken = True
             else:
                 worker.t_origin = t_origin
                 worker.run(interrupt)
                 t_end = MPI.Wtime() - t_origin
-                _wait_quietly(comm.Ibarrier())
                 part = {"records": worker.rec.export(), "t_end": t_end, "cas_failures": worker.cas_failures,
-                        "host": socket.gethostname(), "interrupted": worker.interrupted or interrupt.raised}
+                        "host": socket.gethostname(), "interrupted": worker.interrupted or interrupt.raised,
+                        "signum": interrupt.signum}
+                if _wait_for_verdict(store) == _END_FAILED:
+                    store.broken = True
         except Exception:
             traceback.print_exc()
             sys.stderr.flush()
             comm.Abort(1)
             raise
         finally:
-            store.close()
-    parts = comm.gather(part, root=0)
+            if not store.broken:  # Unlock_all notifies every rank, the dead one too: it would fail
+                store.close()
+    if store.broken:  # a rank is dead: no collective may include it (runtime/mpi_health.py)
+        if rank != 0:
+            comm.send(part, dest=0, tag=PARTS_TAG)
+            return None
+        parts = _receive_parts(comm, host.failed_rank)
+    else:
+        gathered = comm.gather(part, root=0)
+        parts = gathered[1:] if rank == 0 else []
     if rank != 0:
         return None
-    return host, final, parts[1:], diverged_at
+    return host, final, parts, diverged_at
+
+
+def _wait_for_verdict(store: _Store) -> int:
+    """A worker at the end (DONE written): wait for rank 0's END word, _END_OK or _END_FAILED."""
+    while True:
+        verdict = store.read(_END)
+        if verdict:
+            return verdict
+        time.sleep(0.002)
+
+
+def _receive_parts(comm: Any, failed: int | None) -> list[dict[str, Any]]:
+    """Rank 0 after a failure: the survivors' records, point-to-point, waiting at most RANK_TIMEOUT_S
+    for each that has not sent yet; a part that does not come (a second dead rank) is left out."""
+    pending = [r for r in range(1, comm.Get_size()) if r != failed]
+    parts: dict[int, dict[str, Any]] = {}
+    deadline = time.monotonic() + RANK_TIMEOUT_S
+    while pending and time.monotonic() < deadline:
+        for r in list(pending):
+            message = comm.improbe(source=r, tag=PARTS_TAG)
+            if message is not None:
+                parts[r] = message.recv()
+                pending.remove(r)
+        time.sleep(0.002)
+    return [parts[r] for r in sorted(parts)]
 
 
 def _lost_updates(spec: ExperimentSpec, params: np.ndarray, applied: int) -> tuple[float | None, dict]:
@@ -830,7 +976,10 @@ def _assemble(spec: ExperimentSpec, work: _Workload, host: _Host, final: _Snapsh
     if diverged_at < 0 and not np.all(np.isfinite(params)):
         diverged_at = final.version
     samples, eval_rows = _evaluate(spec, work, host, host.snapshots)
-    lost, lost_extra = _lost_updates(spec, params, applied)
+    failed = host.failed_rank
+    # After a failure the dead rank's records are gone but its committed updates are in the store: the
+    # counter model is checked against the store's version count (lock, leashed: one per commit).
+    lost, lost_extra = _lost_updates(spec, params, applied if failed is None else int(final.version))
     per_thread = {
         "computed": [len(p["records"]["thread"]) for p in parts],
         "applied": [int(np.count_nonzero(~p["records"]["dropped"])) for p in parts],
@@ -843,14 +992,16 @@ def _assemble(spec: ExperimentSpec, work: _Workload, host: _Host, final: _Snapsh
         "cas_failures": int(sum(per_thread["cas_failures"])),
         "wall_time_s": float(max(p["t_end"] for p in parts)),
         "diverged_at": int(diverged_at),
-        "interrupted": bool(host.interrupted or any(p.get("interrupted") for p in parts)),
+        "interrupted": bool(host.interrupted or failed is not None
+                            or any(p.get("interrupted") for p in parts)),
         "lost_updates": lost,
+        "failed_rank": failed,
     }
     extra: dict[str, Any] = {
         "backend": "mpi",
         "engine": "leashed.runtime.mpi_backend",
         "ranks": len(parts) + 1,
-        "workers": len(parts),
+        "workers": host.workers,
         "store_host": socket.gethostname(),
         "worker_hosts": [p["host"] for p in parts],
         "mpi_library": " ".join(MPI.Get_library_version().split()[:3]),
@@ -863,14 +1014,22 @@ def _assemble(spec: ExperimentSpec, work: _Workload, host: _Host, final: _Snapsh
         "final_version": int(final.version),
         "per_thread": per_thread,
         "eval_train_rows": eval_rows,
-        "lock": "cas-spinlock" if spec.algorithm == "lock" else None,
+        "lock": "cas-spinlock" if spec.algorithm == "lock" else None,  # per-algorithm implementation notes
         "hogwild_read": "get_accumulate(NO_OP)" if spec.algorithm == "hogwild" else None,
         "hogwild_update": "accumulate(SUM)" if spec.algorithm == "hogwild" else None,
         **lost_extra,
     }
+    signums = [host.signum, *(p.get("signum") for p in parts)]
+    signum = next((n for n in signums if n is not None), None)
+    if signum is not None:
+        extra["stopped_by"] = signal.Signals(signum).name
+    if failed is not None:
+        extra["failed_rank"] = failed
+        extra["rank_timeout_s"] = host.rank_timeout_s
+        extra["records_lost"] = int(final.version) - applied  # commits whose records died with the rank
     if spec.step_policy == "fleet" and not spec.step_table:
         extra["fleet_beta"] = fleet_beta(len(parts))
-    if spec.algorithm == "leashed":
+    if host.pooled:
         extra["pool_slots"] = host.store.slots
         extra["live_vectors_max"] = int(samples.live_vectors.max()) if len(samples) else None
     metadata = machine_metadata(seed=spec.seed, blas_threads=1)
@@ -894,9 +1053,23 @@ def mpi_command(make_spec: Callable[[], ExperimentSpec], out_path: str | os.Path
     Rank 0 saves the result to ``out_path`` (``.npz`` added if missing, as ``RunResult.save`` does), then
     calls ``on_result(result)``, e.g. to print a summary; what it returns (None: 0) is rank 0's exit
     status, and a :class:`LeashedError` it raises (e.g. for a diverged run) is printed as one line and
-    gives status 2. A run stopped by Ctrl-C (:class:`_InterruptFlag`) is saved with ``interrupted`` set,
-    reported in one line instead, and gives status 130. Worker ranks return 0.
+    gives status 2. A run stopped by SIGINT or SIGTERM (:class:`InterruptFlag`) is saved with
+    ``interrupted`` set, reported in one line instead, and gives status 130 or 143. A run where a worker
+    was declared dead (runtime/mpi_health.py) is saved marked ``failed_rank`` and reported in one line; the
+    process then leaves at once with status 1 (``os._exit``: MPI_Finalize could wait for the dead rank),
+    on rank 0 and on the survivors. Worker ranks otherwise return 0.
     """
+    try:
+        return _mpi_command(make_spec, out_path, on_result)
+    finally:
+        if _state.broken:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+
+
+def _mpi_command(make_spec: Callable[[], ExperimentSpec], out_path: str | os.PathLike[str],
+                 on_result: Callable[[RunResult], int | None] | None) -> int:
     rank = mpi_rank_from_env()
     try:
         MPI = _import_mpi()
@@ -911,11 +1084,16 @@ def mpi_command(make_spec: Callable[[], ExperimentSpec], out_path: str | os.Path
         except OSError as exc:
             raise LeashedError(f"cannot write {out_path}: {exc.strerror or exc}; "
                                f"choose another --out") from None
+        if result.totals.get("failed_rank") is not None:
+            raise RankFailed(f"rank {result.totals['failed_rank']} stopped (its progress word unchanged for "
+                             f"{result.extra['rank_timeout_s']:g} s): partial result "
+                             f"({result.extra['final_version']} updates committed, "
+                             f"{result.extra['records_lost']} of their records lost) saved to {path}")
         if result.totals["interrupted"]:
             sys.stderr.write(f"leashed: interrupted: partial result ({result.totals['updates_applied']} "
                              f"updates) saved to {path}\n")
             sys.stderr.flush()
-            return 130
+            return 128 + signal.SIGTERM if result.extra.get("stopped_by") == "SIGTERM" else 130
         return int(on_result(result) or 0) if on_result is not None else 0
     except LeashedError as exc:
         if rank == 0:

@@ -1,6 +1,6 @@
 """Pure-Python twin of the runtime: every algorithm of papers.md §2 in plain Python and numpy, slow, obvious.
 
-Same ticket -> batch mapping (``leashed.sim.batches``, shared with the simulator), same initial
+Same ticket -> batch mapping (``leashed.batches``, shared with the simulator), same initial
 parameters, same float32 update ``theta - float32(lr * s(tau)) * g`` and the same step policies
 (:func:`step_factor`, papers.md §3.1). With one thread and a fixed seed the Cython runtime reproduces this
 module's final parameters (to float32 rounding; in practice bit for bit, BLAS single-threaded in both);
@@ -14,7 +14,7 @@ on Python threads (the GIL interleaves them), which is enough to check their inv
   lock around compare + assign); failed attempts retry the same gradient, dropped after ``persistence``
   + 1 failures. Memory is Python's: no pool, no reader counts (the garbage collector reclaims).
 
-Sparsifiers (papers.md §5): each thread owns a :class:`leashed.sim.gradients.NumpySparsifier` (the numpy
+Sparsifiers (papers.md §5): each thread owns a :class:`leashed.sparsify.NumpySparsifier` (the numpy
 statement of the kernels, seeded like the runtime's threads, :func:`leashed.runtime.run.thread_seeds`);
 each gradient is sparsified once, right after it is computed, and the update writes only the K kept
 coordinates (``theta[idx] - step * val`` in float32), on every attempt of a leashed retry; ``sync`` sums
@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from leashed import steprules
+from leashed import algorithms, steprules
+from leashed.models.registry import model_descriptor
 from leashed.spec import INF, ExperimentSpec
 
 __all__ = ["ReferenceResult", "TailState", "reference_run", "step_factor"]
@@ -83,15 +84,15 @@ class ReferenceResult:
 
 
 class _Tickets:
-    """The shared ticket counter and the ticket -> rows mapping (leashed.sim.batches)."""
+    """The shared ticket counter and the ticket -> rows mapping (leashed.batches)."""
 
     def __init__(self, spec: ExperimentSpec, n_rows: int, total: int) -> None:
-        from leashed.sim.batches import BatchSchedule
+        from leashed.batches import BatchSchedule
 
         self.lock = threading.Lock()
         self.next = 0
         self.total = total
-        self.counter = spec.model == "counter"  # ignores its rows (the runtime passes zeros)
+        self.counter = not model_descriptor(spec.model).reads_rows  # the runtime passes zeros
         self.batch_size = spec.batch_size
         self.schedule = BatchSchedule(n_rows, spec.batch_size, spec.seed)
 
@@ -121,9 +122,9 @@ def reference_run(spec: ExperimentSpec, prepared: Any = None) -> ReferenceResult
     sparsifiers = _sparsifiers(spec, int(prep.theta0.shape[0]))
     tickets = _Tickets(spec, int(prep.bound.n_rows), prep.total)
     out = ReferenceResult(params=prep.theta0.copy(), version=0)
-    runner = {"seq": _seq, "sync": _sync, "lock": _lock, "hogwild": _hogwild, "leashed": _leashed}
+    runner = algorithms.algorithm(spec.algorithm).resolve("reference")  # the registry names the runner
     with threadpool_limits(limits=1, user_api="blas"):  # as the runtime: BLAS results depend on threads
-        runner[spec.algorithm](spec, prep, tickets, out, sparsifiers)
+        runner(spec, prep, tickets, out, sparsifiers)
     if sparsifiers is not None and spec.error_memory:
         out.memory = [sp.memory.copy() for sp in sparsifiers]
     return out
@@ -133,7 +134,7 @@ def _sparsifiers(spec: ExperimentSpec, n_params: int) -> list[Any] | None:
     """One numpy sparsifier per thread (papers.md §5), seeded as the runtime seeds its threads; None for
     dense runs. SpecError for a K the model cannot have (as the runtime)."""
     from leashed.runtime.run import sparse_config, thread_seeds
-    from leashed.sim.gradients import NumpySparsifier
+    from leashed.sparsify import NumpySparsifier
 
     kind, k = sparse_config(spec, n_params)
     if kind == "none":

@@ -24,28 +24,28 @@ from typing import Any
 
 import numpy as np
 
+from leashed import algorithms, interrupts
 from leashed.errors import SpecError
+from leashed.limits import DEFAULT_DIVERGENCE_FACTOR
+from leashed.models.registry import model_descriptor
 from leashed.results import RunResult, Samples, UpdateLog, machine_metadata
 from leashed.runtime import _workers
 from leashed.runtime._sparse import KIND_CODES as SPARSE_CODES
-from leashed.runtime._store import ParameterStore, pool_size
-from leashed.spec import (
-    ALGORITHM_CODES,
-    DATALESS_MODELS,
-    INF,
-    STEP_POLICY_CODES,
-    ExperimentSpec,
-    sparsifier_k,
-)
+from leashed.runtime._store import MAX_SLOTS, ParameterStore, pool_size
+from leashed.spec import INF, STEP_POLICY_CODES, ExperimentSpec, sparsifier_k
 from leashed.steprules import fleet_beta
+from leashed.workload import EVAL_TRAIN_ROWS, build_spec_model, dataset_name
+from leashed.workload import thread_seeds as _thread_seeds
 
-__all__ = ["MAX_THREADS", "TAIL_CAVEAT", "Prepared", "fleet_beta", "prepare", "run", "sparse_config",
-           "thread_seeds"]
+__all__ = ["EVAL_TRAIN_ROWS", "MAX_THREADS", "TAIL_CAVEAT", "Prepared", "fleet_beta", "prepare", "run",
+           "sparse_config", "thread_seeds"]
 
-#: the published word keeps 16 bits for the slot index (2m+2 slots)
-MAX_THREADS = 4096
-#: rows of the training set on which snapshot losses are evaluated
-EVAL_TRAIN_ROWS = 10_000
+#: the largest m whose leashed pool fits the store: the published word is ``(version << SLOT_BITS) | slot``
+#: (runtime/_store.pxd, SLOT_BITS = 16), so a store holds at most MAX_SLOTS = 2^16 - 1 slots, and m
+#: threads need pool_size(m) = 2m + 2 of them: m <= 32766. One limit for every algorithm, so that a spec
+#: runs under all of them.
+MAX_THREADS = (MAX_SLOTS - 2) // 2
+assert pool_size(MAX_THREADS) <= MAX_SLOTS < pool_size(MAX_THREADS + 1)
 #: largest batch schedule (int32 row indices, one per gradient and row) a run may precompute
 MAX_SCHEDULE_BYTES = 1 << 30
 TAIL_A = 1.0
@@ -53,7 +53,8 @@ TAIL_CAVEAT = ("note: step policy 'tail' is TAIL-tau as in the authors' code (pa
                "factor is 1 + A*sum_k p_k^2, not 1 (about 1.96 when almost every staleness is equal), so the "
                "effective step can nearly double once F is sampled (updates at versions (10m, 15m])")
 
-assert _workers.ALGORITHM_CODES == ALGORITHM_CODES, "algorithm codes of _workers.pyx and spec.py differ"
+assert _workers.ALGORITHM_CODES == algorithms.codes(), \
+    "algorithm codes of _workers.pyx and the registry (leashed/algorithms.py) differ"
 assert _workers.POLICY_CODES == STEP_POLICY_CODES, "step policy codes of _workers.pyx and spec.py differ"
 
 
@@ -71,31 +72,22 @@ class Prepared:
     schedule: np.ndarray | None
 
 
-def _dataset_name(spec: ExperimentSpec) -> str:
-    # The data-less models get their own data set when the spec keeps the default ("mnist").
-    if spec.model in DATALESS_MODELS and spec.dataset == "mnist":
-        return DATALESS_MODELS[spec.model]
-    return spec.dataset
+#: the data set rule, shared with the simulator (leashed.workload.dataset_name); the old name stays
+_dataset_name = dataset_name
 
 
 def prepare(spec: ExperimentSpec, dataset: Any = None) -> Prepared:
     """Load the data set (unless given), build and bind the model, draw the initial parameters
     (``model.init_params(spec.seed)``), count the gradients and precompute the batch schedule shared with
-    the simulator (``leashed.sim.batches``); one-line SpecError/DataError on bad input."""
+    the simulator (``leashed.batches``); one-line SpecError/DataError on bad input."""
+    from leashed.batches import epoch_permutation
     from leashed.models.datasets import load_dataset
-    from leashed.models.registry import build_model
-    from leashed.sim.batches import epoch_permutation
 
-    name = _dataset_name(spec)
+    name = dataset_name(spec)
     if dataset is None:
         dataset = load_dataset(name, dim=spec.dim, seed=spec.seed)
-    if spec.model == "counter":
-        model = build_model("counter", dataset.n_features, dataset.n_classes, dim=spec.dim)
-    elif spec.model == "quadratic":
-        model = build_model("quadratic", dataset.n_features, 0)
-    else:
-        shape = dataset.input_shape if spec.model == "cnn" else None
-        model = build_model(spec.model, dataset.n_features, dataset.n_classes, spec.hidden, input_shape=shape)
+    model = build_spec_model(spec, dataset)
+    reads_rows = model_descriptor(spec.model).reads_rows
     n_rows = int(dataset.X_train.shape[0])
     if n_rows // spec.batch_size < 1:  # also with --updates, which skips total_gradients' own check
         raise SpecError(f"batch size {spec.batch_size} is larger than the training set "
@@ -104,9 +96,9 @@ def prepare(spec: ExperimentSpec, dataset: Any = None) -> Prepared:
     if total < spec.threads:
         raise SpecError(f"{total} gradients in total cannot keep {spec.threads} threads busy; use at most "
                         f"{total} threads, more epochs or updates, or a smaller batch size")
-    bound = model.bind(dataset.X_train, None if spec.model == "counter" else dataset.y_train, spec.batch_size)
+    bound = model.bind(dataset.X_train, dataset.y_train if reads_rows else None, spec.batch_size)
     schedule = None
-    if spec.model != "counter":
+    if reads_rows:
         nb = n_rows // spec.batch_size
         epochs = -(-total // nb)
         if epochs * n_rows * 4 > MAX_SCHEDULE_BYTES:
@@ -121,9 +113,9 @@ def prepare(spec: ExperimentSpec, dataset: Any = None) -> Prepared:
 
 
 def thread_seeds(spec: ExperimentSpec) -> np.ndarray:
-    """Seeds of the per-thread generators (uint64), from numpy SeedSequence([seed, 2]).spawn(m)."""
-    children = np.random.SeedSequence([spec.seed, 2]).spawn(spec.threads)
-    return np.array([c.generate_state(1, np.uint64)[0] for c in children], dtype=np.uint64)
+    """Seeds of the per-thread generators (uint64), from numpy SeedSequence([seed, 2]).spawn(m)
+    (:func:`leashed.workload.thread_seeds`)."""
+    return _thread_seeds(spec.seed, spec.threads)
 
 
 def sparse_config(spec: ExperimentSpec, n_params: int) -> tuple[str, int]:
@@ -133,16 +125,18 @@ def sparse_config(spec: ExperimentSpec, n_params: int) -> tuple[str, int]:
     k = sparsifier_k(spec.sparsifier, n_params)
     kind = spec.sparsifier.split(":")[0]
     if kind == "none" and spec.error_memory:
-        raise SpecError("error memory needs a sparsifier: pass --sparsifier topk:K or randk:K")
+        raise SpecError("error memory needs a sparsifier: pass `sparsifier=topk:K` or `sparsifier=randk:K`")
     return kind, (0 if kind == "none" else k)
 
 
 def check_runtime_spec(spec: ExperimentSpec) -> None:
     """What the runtime adds to ExperimentSpec's own validation."""
     if spec.threads > MAX_THREADS:
-        raise SpecError(f"the runtime runs at most {MAX_THREADS} threads, not {spec.threads}")
+        raise SpecError(f"the runtime runs at most {MAX_THREADS} threads, not {spec.threads} (the leashed "
+                        f"store's published word has 16 bits for the slot index, and m threads need 2m + 2 "
+                        f"slots)")
     if spec.sparsifier == "none" and spec.error_memory:
-        raise SpecError("error memory needs a sparsifier: pass --sparsifier topk:K or randk:K")
+        raise SpecError("error memory needs a sparsifier: pass `sparsifier=topk:K` or `sparsifier=randk:K`")
     if spec.backend != "threads":
         raise SpecError(f"the runtime supports only the threads backend, not {spec.backend!r}")
 
@@ -158,6 +152,7 @@ def _new_records(total: int) -> dict[str, np.ndarray]:
         "t_start": np.zeros(total, dtype=np.int64),
         "t_grad": np.zeros(total, dtype=np.int64),
         "t_commit": np.zeros(total, dtype=np.int64),
+        "t_attempt": np.zeros(total, dtype=np.int64),
     }
     return rec
 
@@ -188,7 +183,7 @@ def _update_log(rec: dict[str, np.ndarray]) -> UpdateLog:
         version_commit=rec["version_commit"][order], staleness=rec["staleness"][order],
         attempts=rec["attempts"][order], dropped=rec["dropped"][order].astype(bool),
         t_start=rec["t_start"][order] / 1e9, t_grad=rec["t_grad"][order] / 1e9,
-        t_commit=rec["t_commit"][order] / 1e9,
+        t_commit=rec["t_commit"][order] / 1e9, t_attempt=rec["t_attempt"][order] / 1e9,
     )
 
 
@@ -197,7 +192,7 @@ def _progress_bar(total: int, enabled: bool | None) -> Any:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return None
-    return tqdm(total=total, unit="grad", file=sys.stderr, dynamic_ncols=True, leave=False,
+    return tqdm(total=total, desc="train", unit="grad", file=sys.stderr, dynamic_ncols=True, leave=False,
                 disable=(None if enabled is None else not enabled), mininterval=0.2)
 
 
@@ -217,7 +212,8 @@ class _Worker(threading.Thread):
 
 def run(spec: ExperimentSpec, *, dataset: Any = None, progress: bool | None = None, check: bool = False,
         poll_interval_s: float = 0.005, prepared: Prepared | None = None,
-        _unsafe_skip_reader_counts: bool = False) -> RunResult:
+        _unsafe_skip_reader_counts: bool = False,
+        divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR) -> RunResult:
     """Train ``spec`` on ``spec.threads`` worker threads and return the RunResult (papers.md §2).
 
     ``dataset`` overrides loading ``spec.dataset``; ``progress`` shows a tqdm bar on stderr (None: only
@@ -231,21 +227,31 @@ def run(spec: ExperimentSpec, *, dataset: Any = None, progress: bool | None = No
     from threadpoolctl import threadpool_limits
 
     check_runtime_spec(spec)
-    prep = prepared if prepared is not None else prepare(spec, dataset)
+    if prepared is not None:
+        prep = prepared
+    else:
+        from leashed.runtime.evaluation import loading
+
+        with loading(dataset_name(spec) if dataset is None else "data", progress):
+            prep = prepare(spec, dataset)
+    if interrupts.requested():  # a signal while loading (leashed/interrupts.py): nothing measured yet
+        raise KeyboardInterrupt
     sparse_kind, sparse_k = sparse_config(spec, int(prep.theta0.shape[0]))  # before any thread starts
     m = spec.threads
     total = prep.total
     records = _new_records(total)
+    entry = algorithms.algorithm(spec.algorithm)
     store = ParameterStore(prep.theta0, pool_size(m), check=check, _sabotage=_unsafe_skip_reader_counts) \
-        if spec.algorithm == "leashed" else None
+        if entry.uses_pool else None
     table = None if spec.step_table is None else np.ascontiguousarray(spec.step_table, dtype=np.float64)
     state = _workers.Run(
-        algorithm=ALGORITHM_CODES[spec.algorithm], policy=STEP_POLICY_CODES[spec.step_policy], threads=m,
+        algorithm=entry.code, policy=STEP_POLICY_CODES[spec.step_policy], threads=m,
         persistence=-1 if spec.persistence == INF else int(spec.persistence), total=total,
         batch_size=spec.batch_size, n_rows=int(prep.bound.n_rows), lr=float(spec.lr),
         fleet_beta=fleet_beta(m), tail_a=TAIL_A, step_table=table, schedule=prep.schedule,
         thread_seeds=thread_seeds(spec), bound=prep.bound, theta0=prep.theta0, store=store, records=records,
         check=check, sparse_kind=SPARSE_CODES[sparse_kind], sparse_k=sparse_k, error_memory=spec.error_memory,
+        loss_limit=_loss_limit(spec, prep, divergence_factor),
     )
     n_eval = max(int(spec.evaluations), 0)
     thresholds = [math.ceil(i * total / n_eval) for i in range(1, n_eval)] if n_eval else []
@@ -260,6 +266,8 @@ def run(spec: ExperimentSpec, *, dataset: Any = None, progress: bool | None = No
     bar = _progress_bar(total, progress)
     with threadpool_limits(limits=1, user_api="blas"):
         metadata = machine_metadata(spec.seed, blas_threads=1)
+        from leashed.machine import RunProbe
+        probe = RunProbe()  # the machine around the run (docs/machine.md): cores, load, /proc/stat
         try:
             for w in workers:
                 w.start()
@@ -271,6 +279,8 @@ def run(spec: ExperimentSpec, *, dataset: Any = None, progress: bool | None = No
             sample_every = poll_interval_s
             while state.finished < m and any(w.is_alive() for w in workers):
                 time.sleep(poll_interval_s)
+                if interrupts.requested():  # SIGINT/SIGTERM noted by leashed/interrupts.py: stop, keep
+                    state.request_stop()
                 now = state.elapsed_s()
                 if now >= next_live:
                     live_t.append(now)
@@ -307,6 +317,7 @@ def run(spec: ExperimentSpec, *, dataset: Any = None, progress: bool | None = No
             if bar is not None:
                 bar.update(state.progress - bar.n)
                 bar.close()
+    metadata["machine"] = probe.finish()
     wall = state.wall_time_s() if state.finished >= m else state.elapsed_s()
     errors = [w.error for w in workers if w.error is not None]
     if errors:
@@ -317,8 +328,23 @@ def run(spec: ExperimentSpec, *, dataset: Any = None, progress: bool | None = No
     if state.stop_reason == "requested":
         interrupted = True
     params = state.final_params()
-    return _assemble(spec, prep, state, store, records, params, snapshots, (live_t, live_v, live_n),
-                     wall, interrupted, metadata, check)
+    result = _assemble(spec, prep, state, store, records, params, snapshots, (live_t, live_v, live_n),
+                       wall, interrupted, metadata, check, progress=progress)
+    result.extra["divergence"] = {"factor": divergence_factor,
+                                  "loss_limit": _loss_limit(spec, prep, divergence_factor)}
+    return result
+
+
+def _loss_limit(spec: ExperimentSpec, prep: Prepared, factor: float) -> float:
+    """The divergence threshold of note_loss (leashed/limits.py loss_limit, docs/errors.md)."""
+    from leashed.limits import loss_limit
+
+    classes = 0 if spec.model in ("counter", "quadratic") else int(getattr(prep.dataset, "n_classes", 0) or 0)
+    initial = None
+    if spec.model == "quadratic":
+        X, y = prep.dataset.X_train[:1000], prep.dataset.y_train[:1000]
+        initial = float(prep.model.evaluate(prep.theta0, X, y)[0])
+    return loss_limit(spec.model, classes, initial, float(factor))
 
 
 def _lost_updates(spec: ExperimentSpec, params: np.ndarray, version: int, theta0: np.ndarray,
@@ -330,7 +356,8 @@ def _lost_updates(spec: ExperimentSpec, params: np.ndarray, version: int, theta0
     only, so the expectation per coordinate is unknown here; the threads count the mass they applied
     (``applied_sum``), and the result is the mean lost per coordinate, (applied mass − gained mass) / d,
     which equals the dense definition's mean; no min / max."""
-    if spec.model != "counter" or spec.step_policy != "constant" or spec.lr != 1.0 or not len(params):
+    if (not model_descriptor(spec.model).counts_updates or spec.step_policy != "constant" or spec.lr != 1.0
+            or not len(params)):
         return None, {}
     if version >= 2**24 or not np.all(np.isfinite(params)):
         return None, {}
@@ -343,9 +370,11 @@ def _lost_updates(spec: ExperimentSpec, params: np.ndarray, version: int, theta0
 
 def _assemble(spec: ExperimentSpec, prep: Prepared, state: Any, store: Any, records: dict, params: np.ndarray,
               snapshots: list, live: tuple, wall: float, interrupted: bool, metadata: dict,
-              check: bool) -> RunResult:
+              check: bool, progress: bool | None = None) -> RunResult:
     updates = _update_log(records)
     per_thread = state.thread_totals()
+    from leashed.machine import thread_machine  # per-thread CPU/wall/switches: metadata, not per_thread
+    metadata.setdefault("machine", {}).update(thread_machine(per_thread))
     version = state.version
     diverged_at = state.diverged_at
     if diverged_at < 0 and len(params) and not np.all(np.isfinite(params)):
@@ -354,13 +383,11 @@ def _assemble(spec: ExperimentSpec, prep: Prepared, state: Any, store: Any, reco
         if snapshots and snapshots[-1][1] == version:
             snapshots.pop()  # taken at the very end: evaluate the final parameters at the final time
         snapshots.append((wall, version, state.live_vectors, params.copy()))
-    # Evaluate the snapshots now that no worker runs.
-    ds = prep.dataset
-    rng = np.random.default_rng([spec.seed, 3])
-    n_train = ds.X_train.shape[0]
-    rows = np.sort(rng.choice(n_train, size=min(n_train, EVAL_TRAIN_ROWS), replace=False))
-    X_eval = ds.X_train[rows]
-    y_eval = None if ds.y_train is None else ds.y_train[rows]
+    # Evaluate the snapshots now that no worker runs: in parallel on every core (runtime/evaluation.py).
+    from leashed.runtime.evaluation import evaluate_snapshots
+
+    evaluated = evaluate_snapshots(prep.model, [snap[3] for snap in snapshots], prep.dataset, spec.seed,
+                                   progress=progress, stop=interrupts.requested)
     # live-vector samples end with the run, so the final evaluation is the last sample
     keep = [i for i, t in enumerate(live[0]) if t <= wall]
     s_time = [live[0][i] for i in keep]
@@ -368,13 +395,13 @@ def _assemble(spec: ExperimentSpec, prep: Prepared, state: Any, store: Any, reco
     s_live = [live[2][i] for i in keep]
     s_loss = [math.nan] * len(s_time)
     s_acc = [math.nan] * len(s_time)
-    for when, ver, nlive, theta in snapshots:
-        loss, acc = _evaluate(prep.model, theta, X_eval, y_eval, ds)
+    skipped = evaluated.skipped  # stop asked for after training: kept, unevaluated snapshots are NaN
+    for (when, ver, nlive, _), loss, acc in zip(snapshots, evaluated.loss, evaluated.accuracy, strict=True):
         s_time.append(when)
         s_version.append(ver)
         s_live.append(nlive)
-        s_loss.append(loss)
-        s_acc.append(acc)
+        s_loss.append(float(loss))
+        s_acc.append(float(acc))
     order = np.argsort(np.asarray(s_time, dtype=np.float64), kind="stable")
     samples = Samples(
         time=np.asarray(s_time, dtype=np.float64)[order],
@@ -391,11 +418,12 @@ def _assemble(spec: ExperimentSpec, prep: Prepared, state: Any, store: Any, reco
         "cas_failures": int(per_thread["cas_failures"].sum()),
         "wall_time_s": float(wall),
         "diverged_at": int(diverged_at),
-        "interrupted": bool(interrupted),
+        "interrupted": bool(interrupted or interrupts.requested()),
         "lost_updates": lost,
     }
     extra: dict[str, Any] = {
         "engine": "leashed.runtime",
+        "evaluations_skipped": skipped,  # snapshots left unevaluated (NaN samples) after a stop request
         "dataset_used": prep.dataset_name,
         "n_params": int(len(params)),
         "total_gradients": int(prep.total),
@@ -403,7 +431,7 @@ def _assemble(spec: ExperimentSpec, prep: Prepared, state: Any, store: Any, reco
         "batches_per_epoch": int(prep.bound.n_rows) // spec.batch_size,
         "final_version": int(version),
         "per_thread": {k: v.tolist() for k, v in per_thread.items()},
-        "eval_train_rows": int(len(rows)),
+        **evaluated.rows,  # eval_train_rows, eval_test_rows, eval_curve_*_rows (runtime/evaluation.py)
         "check_mode": bool(check),
         **lost_extra,
     }
@@ -412,7 +440,7 @@ def _assemble(spec: ExperimentSpec, prep: Prepared, state: Any, store: Any, reco
         extra["sparse"] = {"kind": kind, "k": k, "error_memory": bool(spec.error_memory),
                            "applied_sum": sparse["applied_sum"].tolist(),
                            "memory_sum": sparse["memory_sum"].tolist()}
-    if spec.algorithm == "sync":
+    if algorithms.algorithm(spec.algorithm).versions_are_rounds:
         extra["rounds"] = int(version)
     if spec.step_policy == "fleet":
         extra["fleet_beta"] = fleet_beta(spec.threads)
@@ -428,13 +456,3 @@ def _assemble(spec: ExperimentSpec, prep: Prepared, state: Any, store: Any, reco
     return RunResult(spec=spec, source="runtime", updates=updates, samples=samples, params=params,
                      totals=totals, metadata=metadata, extra=extra)
 
-
-def _evaluate(model: Any, theta: np.ndarray, X: np.ndarray, y: Any, ds: Any) -> tuple[float, float]:
-    if not np.all(np.isfinite(theta)):
-        return math.nan, math.nan
-    loss, _ = model.evaluate(theta, X, y)
-    if ds.X_test is not None and len(ds.X_test) and getattr(ds, "n_classes", 0):
-        _, acc = model.evaluate(theta, ds.X_test, ds.y_test)
-    else:
-        acc = math.nan
-    return float(loss), float(acc)

@@ -19,11 +19,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from leashed import algorithms
 from leashed.errors import LeashedError, SpecError
+from leashed.machine import load_machine
+from leashed.models.registry import model_descriptor
 from leashed.results import RunResult
-from leashed.sim.simulate import DEFAULT_SAMPLES, run_simulation
-from leashed.sim.timing import TimingModel, from_result, parse_distribution
-from leashed.spec import ALGORITHMS, DATALESS_MODELS, MODELS, STEP_POLICIES, ExperimentSpec
+from leashed.sim.calibration import calibrate
+from leashed.sim.machine import DEFAULT_TIME_SLICE_S, Machine
+from leashed.sim.replicates import run_replicates
+from leashed.sim.simulate import DEFAULT_SAMPLES
+from leashed.sim.timing import TimingModel, parse_distribution
+from leashed.spec import ALGORITHMS, MODELS, STEP_POLICIES, ExperimentSpec
 
 #: timing-only runs without --updates (and without a calibration file) simulate this many gradients
 DEFAULT_UPDATES = 10_000
@@ -35,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "lognormal:mean=2ms,cv=0.5, uniform:low=1ms,high=3ms, empirical:RUN.npz "
                      "(units s, ms, us, ns; a bare number is seconds). See docs/simulator.md.")
     what = parser.add_argument_group("what to simulate")
-    what.add_argument("--algorithm", choices=ALGORITHMS, help="algorithm (papers.md §2); default leashed, "
-                      "or the calibration file's")
+    what.add_argument("--algorithm", choices=ALGORITHMS, help=f"{algorithms.help_text()} (papers.md §2); "
+                      "default leashed, or the calibration file's")
     what.add_argument("--threads", type=int, metavar="M", help="simulated worker threads (required, except "
                       "for seq and with --calibrate-from: the file's)")
     what.add_argument("--persistence", metavar="P", help="leashed: failed CAS attempts before a gradient "
@@ -55,27 +61,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     timing.add_argument("--sparse-update-factor", type=float, metavar="F", help="with --sparsifier: the "
                         "share of an update that stays dense, U' = U*(F + (1-F)*K/d) (default: the copy "
                         "fraction for leashed, lock, hogwild; 0 for seq, sync)")
-    timing.add_argument("--calibrate-from", metavar="RUN.npz", help="take the timing model (empirical "
-                        "compute and per-attempt update times) and the spec defaults from a runtime "
-                        "results file")
+    timing.add_argument("--calibrate-from", metavar="RUN.npz", action="append",
+                        help="take the timing model (empirical compute times and completed-attempt times, "
+                        "local and remote), the machine the run recorded and the spec defaults from a "
+                        "runtime results file; repeat for several runs of one algorithm (e.g. m = 1 and 2: "
+                        "the spec defaults come from the first; docs/simulator.md)")
+    machine = parser.add_argument_group("machine model (docs/simulator.md; off without these options and "
+                                        "without --calibrate-from)")
+    machine.add_argument("--machine", metavar="MACHINE.json", help="a `leashed calibrate` file: time slice, "
+                         "copy times, read slowdown, cores")
+    machine.add_argument("--cores", metavar="P", help="cores the threads share (threads beyond P "
+                         "time-share); 'none' gives every thread its own core (default: the "
+                         "calibration run's usable cores, else none)")
+    machine.add_argument("--background-load", type=float, metavar="L", help="cores' worth taken by other "
+                         "processes (default: what the calibration runs recorded, else 0)")
+    machine.add_argument("--ignore-load", action="store_true", help="ignore the background load the "
+                         "calibration runs recorded")
+    machine.add_argument("--attempt-model", choices=("runtime", "paper"), help="leashed: 'runtime' (default) "
+                         "abandons an attempt at the competing commit as the runtime does; 'paper' charges "
+                         "every failed attempt its full U (papers.md §2.1, the closed-form claims)")
+    machine.add_argument("--replicates", type=int, metavar="R", help="simulation seeds seed..seed+R-1, "
+                         "stored in the file for `leashed compare`'s intervals (default 5 with "
+                         "--calibrate-from, else 1)")
     model = parser.add_argument_group("with-gradients mode (slow: one real gradient per simulated one)")
     model.add_argument("--with-gradients", action="store_true", help="apply real model gradients (the "
                        "calibration file's model unless --model is given)")
     model.add_argument("--model", choices=MODELS, help="model; implies --with-gradients")
-    model.add_argument("--dataset", help="data set (default mnist; none for counter, synthetic for "
-                       "quadratic)")
-    model.add_argument("--lr", type=float, help="base step size")
-    model.add_argument("--batch-size", type=int, help="mini-batch size")
-    model.add_argument("--hidden", help="hidden layer widths, e.g. 128 or 128,128")
-    model.add_argument("--dim", type=int, help="parameters of counter / features of synthetic data (timing "
-                       "only: d of the counter model, for --sparsifier K/d)")
-    model.add_argument("--epochs", type=int, help="passes over the data when --updates is not given")
-    model.add_argument("--step-policy", choices=[p for p in STEP_POLICIES if p != "normalised"],
-                       help="staleness-adaptive step (papers.md §3.1)")
-    model.add_argument("--sparsifier", help="none, topk:K or randk:K (K a count or a percentage); timing "
-                       "only: scales the update time by K/d (--sparse-update-factor)")
+    model.add_argument("--dataset", metavar="NAME", help="data set (default: the calibration file's, else "
+                       "mnist; none for counter, synthetic for quadratic)")
+    model.add_argument("--lr", type=float, metavar="ALPHA", help="base step size (default: the calibration "
+                       "file's, else 0.2)")
+    model.add_argument("--batch-size", type=int, metavar="B", help="mini-batch size (default: the "
+                       "calibration file's, else 64)")
+    model.add_argument("--hidden", metavar="W[,W...]", help="hidden layer widths of mlp, e.g. 128 or 128,128 "
+                       "(default: the calibration file's, else 128)")
+    model.add_argument("--dim", type=int, metavar="D", help="parameters of counter / features of synthetic "
+                       "data (timing only: d of the counter model, for --sparsifier K/d) (default 100)")
+    model.add_argument("--epochs", type=int, metavar="E", help="passes over the data when --updates is not "
+                       "given (default: the calibration file's, else 1)")
+    model.add_argument("--step-policy", choices=STEP_POLICIES, metavar="POLICY",
+                       help=f"staleness-adaptive step, one of {', '.join(STEP_POLICIES)} (papers.md §3.1; "
+                       "default: the calibration file's, else constant); normalised uses the step table of "
+                       "the --calibrate-from run (trained with --step-policy normalised)")
+    model.add_argument("--sparsifier", metavar="SPEC", help="none, topk:K or randk:K (K a count or a "
+                       "percentage; default none); timing only: scales the update time by K/d "
+                       "(--sparse-update-factor)")
     model.add_argument("--error-memory", action="store_true", help="error feedback for the sparsifier")
-    model.add_argument("--evaluations", type=int, help="loss evaluations over the run (default 20)")
+    model.add_argument("--evaluations", type=int, metavar="N", help="loss evaluations over the run "
+                       "(default: the calibration file's, else 20)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", required=True, metavar="FILE", help="results file to write (.npz)")
     out.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, metavar="N",
@@ -93,8 +126,10 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
         names = ", ".join("--" + n.replace("_", "-") for n in sorted(given))
         raise SpecError(f"{names}: only for the with-gradients mode: add --model (or --with-gradients)")
     calibration: RunResult | None = None
+    calibrations: list[RunResult] = []
     if args.calibrate_from:
-        calibration = RunResult.load(args.calibrate_from)
+        calibrations = [RunResult.load(path) for path in args.calibrate_from]
+        calibration = calibrations[0]
         base = calibration.spec
     else:
         base = ExperimentSpec(algorithm="leashed", model="counter", dataset="none")
@@ -119,23 +154,36 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
     if args.model is not None:
         changes["model"] = args.model
         if args.dataset is None:
-            changes["dataset"] = DATALESS_MODELS.get(args.model, "mnist")
+            changes["dataset"] = model_descriptor(args.model).default_dataset
     if args.dataset is not None:
         changes["dataset"] = args.dataset
-    if "threads" not in changes and calibration is None and changes.get("algorithm", "leashed") != "seq":
+    if ("threads" not in changes and calibration is None
+            and not algorithms.algorithm(changes.get("algorithm", base.algorithm)).single_thread):
         raise SpecError("how many workers? pass --threads M")
 
     # timing model: explicit strings win, then the calibration file
     copy_fraction = 0.5 if args.copy_fraction is None else args.copy_fraction
     contention = 0.0 if args.bus_contention is None else args.bus_contention
+    threads = int(changes.get("threads", base.threads))
+    profile = load_machine(args.machine) if args.machine else None
+    cores = _cores(args.cores)
+    if cores is not None and cores != "none" and profile is not None:
+        profile = profile.with_cores(cores)
+    machine = Machine()
     if calibration is not None:
-        measured = from_result(calibration, source=str(args.calibrate_from), copy_fraction=copy_fraction,
-                               bus_contention=contention)
-        compute_text = args.compute_time or f"empirical:{args.calibrate_from}"
-        update_text = args.update_time or f"empirical:{args.calibrate_from}"
+        sources = [str(p) for p in args.calibrate_from]
+        measured, machine = calibrate(
+            calibrations, sources, threads, copy_fraction=copy_fraction, bus_contention=contention,
+            profile=profile, cores=None if cores in (None, "none") else cores,
+            background_load=args.background_load, ignore_load=args.ignore_load)
+        if cores == "none":
+            machine = machine.replace(cores=None)
+        compute_text = args.compute_time or f"empirical:{sources[0]}"
+        update_text = args.update_time or f"empirical:{sources[0]}"
         compute = parse_distribution(args.compute_time, "compute") if args.compute_time else measured.compute
         update = parse_distribution(args.update_time, "update") if args.update_time else measured.update
-        timing = TimingModel(compute, update, copy_fraction, contention, notes=measured.notes)
+        timing = TimingModel(compute, update, copy_fraction, contention, notes=measured.notes,
+                             update_remote=None if args.update_time else measured.update_remote)
     else:
         if not args.compute_time or not args.update_time:
             missing = " and ".join(f"--{n}" for n, v in (("compute-time", args.compute_time),
@@ -144,6 +192,10 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
                             f"const:20us, or --calibrate-from a runtime results file")
         compute_text, update_text = args.compute_time, args.update_time
         timing = TimingModel.parse(compute_text, update_text, copy_fraction, contention)
+        if profile is not None or cores not in (None, "none") or args.background_load:
+            given = (profile.cores if profile is not None else None) if cores in (None, "none") else cores
+            machine = Machine(cores=given, time_slice_s=profile.time_slice_s if profile is not None
+                              else DEFAULT_TIME_SLICE_S, background_load=float(args.background_load or 0.0))
     changes["compute_time"] = compute_text
     changes["update_time"] = update_text
 
@@ -161,7 +213,16 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
             raise SpecError("--sparse-update-factor needs a sparsifier: add --sparsifier topk:K or randk:K")
         extra["sparse_update_factor"] = factor
     if calibration is not None:
-        extra["calibrated_from"] = str(args.calibrate_from)
+        extra["calibrated_from"] = ", ".join(str(p) for p in args.calibrate_from)
+    if args.attempt_model is not None:
+        extra["attempt_model"] = args.attempt_model
+    extra["machine"] = machine.describe()
+    if args.machine:
+        extra["machine"]["machine_file"] = str(args.machine)
+    replicates = args.replicates if args.replicates is not None else (5 if calibration is not None else 1)
+    if replicates < 1 or replicates > 1000:
+        raise SpecError(f"--replicates must be between 1 and 1000, not {replicates}")
+    extra["replicates"] = replicates
     changes["extra"] = extra
     spec = base.replace(**changes)
     if args.samples < 1:
@@ -169,17 +230,49 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
     return spec, timing, gradients
 
 
+def _cores(text: str | None) -> int | str | None:
+    """``--cores``: a positive integer, ``none``, or not given."""
+    if text is None:
+        return None
+    if str(text).strip().lower() == "none":
+        return "none"
+    try:
+        value = int(text)
+    except ValueError:
+        raise SpecError(f"--cores must be a positive integer or 'none', not {text!r}") from None
+    if value < 1:
+        raise SpecError(f"--cores must be a positive integer or 'none', not {text!r}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
-    spec, timing, gradients = build(args)
+    from leashed import interrupts
+    from leashed._files import check_writable
+    from leashed.limits import check_sizes
+
+    try:
+        spec, timing, gradients = build(args)
+    except LeashedError:
+        raise
+    except (OverflowError, ValueError, ZeroDivisionError) as exc:  # a number the timing laws cannot take
+        raise SpecError(f"cannot build the timing model from these options ({exc})") from None
     out = Path(args.out)
     if out.is_dir():
         raise LeashedError(f"--out {out} is a directory; give a file name like {out / 'sim.npz'}")
+    check_writable(out if out.suffix == ".npz" else out.with_name(out.name + ".npz"), "--out")
+    check_sizes(spec, "simulate", samples=args.samples, gradients=gradients)  # before any allocation
     progress = not args.quiet and sys.stderr.isatty()
-    sim = run_simulation(spec, timing, gradients=gradients, samples=args.samples, progress=progress)
-    try:
-        path = sim.result.save(out)
-    except OSError as exc:
-        raise LeashedError(f"cannot write {out}: {exc.strerror or exc}; choose another --out") from None
+    with interrupts.protected():  # SIGINT/SIGTERM: the step loop stops, the partial result is saved
+        sim = run_replicates(spec, timing, replicates=int(spec.extra.get("replicates", 1)),
+                             gradients=gradients, samples=args.samples, progress=progress)
+        try:
+            path = sim.result.save(out)
+        except OSError as exc:
+            raise LeashedError(f"cannot write {out}: {exc.strerror or exc}; choose another --out") from None
+    if interrupts.requested():
+        print(f"leashed: interrupted: partial result ({sim.result.totals['updates_applied']} updates) saved "
+              f"to {path}", file=sys.stderr)
+        return interrupts.exit_status()
     if not args.quiet:
         print(_summary(sim.result, path))
     return 0
@@ -196,7 +289,7 @@ def _summary(result: RunResult, path: Path) -> str:
         text += f" ({rate:.6g} updates/s)"
     if tau is not None:
         text += f", staleness mean {tau:.4g}"
-    if result.spec.algorithm == "leashed":
+    if algorithms.algorithm(result.spec.algorithm).has_cas:
         text += f", CAS failures {s['cas_failures']}"
     if result.totals.get("diverged_at") not in (None, -1):
         text += f", DIVERGED at version {result.totals['diverged_at']}"

@@ -28,26 +28,19 @@ from typing import Any
 
 import numpy as np
 
+from leashed.batches import BatchSchedule
 from leashed.errors import SpecError
-from leashed.sim.batches import BatchSchedule
-from leashed.spec import DATALESS_MODELS, ExperimentSpec, sparsifier_k
+from leashed.sparsify import NumpySparsifier, randk_python, sparse_seeds, sparsify_numpy, topk_numpy
+from leashed.spec import ExperimentSpec, sparsifier_k
 from leashed.steprules import fleet_beta, step_factor
+from leashed.workload import EVAL_TRAIN_ROWS, build_spec_model, dataset_name, evaluation_rows
 
 __all__ = ["EVAL_TRAIN_ROWS", "GradientEngine", "NumpySparsifier", "dataset_name", "fleet_beta",
            "randk_python", "sparse_seeds", "sparsify_numpy", "step_factor", "topk_numpy"]
 
-_MASK64 = (1 << 64) - 1
-#: the training loss of a sample is measured on this many rows drawn from the seed, as the runtime does
-#: (``leashed.runtime.run``: ``default_rng([seed, 3])``, sorted, without replacement)
-EVAL_TRAIN_ROWS = 10_000
-
-
-def dataset_name(spec: ExperimentSpec) -> str:
-    """The data set a spec trains on: the data-less models keep their own when the spec has the default
-    ``mnist`` (the runtime's rule)."""
-    if spec.model in DATALESS_MODELS and spec.dataset == "mnist":
-        return DATALESS_MODELS[spec.model]
-    return spec.dataset
+# The training loss of a sample is measured on EVAL_TRAIN_ROWS rows drawn from the seed, as the runtime
+# does; the rule, the data set rule and the numpy sparsifiers live in leashed/ (shared with the runtime)
+# and are re-exported here.
 
 
 class _Tail:
@@ -75,18 +68,11 @@ class GradientEngine:
 
     def __init__(self, spec: ExperimentSpec) -> None:
         from leashed.models.datasets import load_dataset
-        from leashed.models.registry import build_model
 
         self.spec = spec
         self.data = load_dataset(dataset_name(spec), dim=spec.dim, seed=spec.seed)
         data = self.data
-        if spec.model == "counter":
-            self.model = build_model("counter", data.n_features, data.n_classes, dim=spec.dim)
-        elif spec.model == "quadratic":
-            self.model = build_model("quadratic", data.n_features, 0)
-        else:
-            self.model = build_model(spec.model, data.n_features, data.n_classes, hidden=spec.hidden,
-                                     input_shape=data.input_shape if spec.model == "cnn" else None)
+        self.model = build_spec_model(spec, data)
         self.bound = self.model.bind(data.X_train, data.y_train, spec.batch_size)
         self.n_params = int(self.model.n_params)
         self.batches = BatchSchedule(data.n_train, spec.batch_size, spec.seed)
@@ -103,9 +89,7 @@ class GradientEngine:
              for s in sparse_seeds(spec.seed, self.m)]
         self.work = self.bound.new_workspace()
         self.last_loss = math.nan
-        rng = np.random.default_rng([spec.seed, 3])
-        n_train = data.n_train
-        rows = np.sort(rng.choice(n_train, size=min(n_train, EVAL_TRAIN_ROWS), replace=False))
+        rows = evaluation_rows(spec.seed, data.n_train)
         self.eval_X = data.X_train[rows]
         self.eval_y = None if data.y_train is None else data.y_train[rows]
 
@@ -168,86 +152,6 @@ class GradientEngine:
 
 
 # ------------------------------------------------------------------------------------------- sparsifiers
-def sparse_seeds(seed: int, m: int) -> list[int]:
-    """The workers' splitmix64 seeds, as the runtime seeds its threads (``leashed.runtime.run.
-    thread_seeds``): the first uint64 of each child of ``SeedSequence([seed, 2]).spawn(m)``."""
-    return [int(c.generate_state(1, np.uint64)[0]) for c in np.random.SeedSequence([seed, 2]).spawn(m)]
-
-
-def topk_numpy(a: np.ndarray, k: int) -> np.ndarray:
-    """Indices (increasing) of the k largest |a_j|, ties to the lower index: a stable argsort of −|a|
-    (NaN last). The statement the compiled top-k is held against (papers.md §5)."""
-    return np.sort(np.argsort(-np.abs(a), kind="stable")[:k])
-
-
-def _splitmix64(state: int) -> tuple[int, int]:
-    state = (state + 0x9E3779B97F4A7C15) & _MASK64
-    z = state
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31), state
-
-
-def randk_python(n_params: int, k: int, state: int, perm: np.ndarray) -> tuple[np.ndarray, int]:
-    """(indices increasing, new state): the rand-k draw of the kernels in plain Python, bit for bit.
-
-    Partial Fisher–Yates on ``perm`` (a permutation of 0..n_params-1, updated in place): for i < k, swap
-    perm[i] with perm[i + ⌊x·(n_params − i)/2^64⌋], x the next splitmix64 output of ``state``."""
-    for i in range(k):
-        x, state = _splitmix64(state)
-        j = i + ((x * (n_params - i)) >> 64)
-        perm[i], perm[j] = perm[j], perm[i]
-    return np.sort(perm[:k]), state
-
-
-def sparsify_numpy(g: np.ndarray, kind: str, k: int, memory: np.ndarray | None = None,
-                   keep: np.ndarray | None = None) -> np.ndarray:
-    """Φ(g) of papers.md §5 as a dense float32 vector, in numpy.
-
-    ``kind`` is ``topk`` or ``randk``; ``keep`` are the kept indices (top-k: computed here if None;
-    rand-k: required, from :func:`randk_python`). With ``memory`` (updated in place): a = e + g, Φ(a) is
-    returned and e ← a − Φ(a)."""
-    a = g if memory is None else g + memory
-    if keep is None:
-        if kind != "topk":
-            raise ValueError("rand-k needs the drawn indices (from randk_python)")
-        keep = topk_numpy(a, k)
-    out = np.zeros_like(a)
-    out[keep] = a[keep]
-    if memory is not None:
-        memory[...] = a - out
-    return out
-
-
-class NumpySparsifier:
-    """One worker's sparsifier in numpy / Python: the interface of
-    :class:`leashed.runtime._sparse.Sparsifier` (unscaled), the same results bit for bit, slower."""
-
-    def __init__(self, kind: str, n_params: int, k: int, memory: bool = False, seed: int = 0) -> None:
-        self.kind, self.n_params, self.k = kind, n_params, k
-        self.rng_state = int(seed) & _MASK64
-        self.perm = np.arange(n_params, dtype=np.int64) if kind == "randk" else None
-        self.memory = np.zeros(n_params, np.float32) if memory else None
-
-    def __call__(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(indices increasing, values) of Φ(g) (Φ(e + g) with memory); updates memory and generator."""
-        g = np.asarray(g, np.float32)
-        a = g if self.memory is None else g + self.memory
-        if self.kind == "randk":
-            keep, self.rng_state = randk_python(self.n_params, self.k, self.rng_state, self.perm)
-        else:
-            keep = topk_numpy(a, self.k)
-        out = sparsify_numpy(g, self.kind, self.k, self.memory, keep)
-        return keep, out[keep]
-
-    def dense(self, g: np.ndarray) -> np.ndarray:
-        """Φ(g) as a dense float32 vector."""
-        idx, val = self(g)
-        out = np.zeros(self.n_params, np.float32)
-        out[idx] = val
-        return out
-
-
 def _make_sparsifier(kind: str, n_params: int, k: int, memory: bool, seed: int) -> Any:
     """The compiled sparsifier of :mod:`leashed.runtime._sparse`, or the numpy one if it is not built."""
     try:

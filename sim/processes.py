@@ -100,7 +100,8 @@ class Shared:
 
     __slots__ = ("env", "m", "n_total", "next_ticket", "version", "persistence", "copy_fraction",
                  "bus_contention", "latest_unpin", "free_at", "vserial", "rec", "vfree", "copies",
-                 "grad", "evals", "eval_points", "next_eval", "diverged_at", "round", "mutex")
+                 "grad", "evals", "eval_points", "next_eval", "diverged_at", "round", "mutex",
+                 "machine_state")
 
     def __init__(self, env: simpy.Environment, m: int, n_total: int, persistence: float,
                  copy_fraction: float, bus_contention: float, grad: GradientEngine | None = None,
@@ -126,6 +127,7 @@ class Shared:
         self.diverged_at: int | None = None
         self.round: _Round | None = None
         self.mutex = simpy.Resource(env, capacity=1)  # lock_resource_worker only
+        self.machine_state: Any = None  # leashed.sim.machine_workers.MachineState, with a machine model
 
     # ------------------------------------------------------------------ helpers off the hot path
     def contention(self, now: float, u: float) -> float:

@@ -20,16 +20,28 @@ import numpy as np
 import simpy
 from simpy.core import EmptySchedule
 
+from leashed import algorithms, interrupts
 from leashed.errors import SpecError
 from leashed.results import RunResult, Samples, UpdateLog, machine_metadata
-from leashed.sim.processes import LOCK_MODELS, RECORD_FIELDS, RECORD_WIDTH, WORKERS, Halt, Shared
-from leashed.sim.timing import TimingModel, worker_streams
+from leashed.sim.machine import Machine
+from leashed.sim.machine_workers import (
+    MACHINE_WORKERS,
+    MachineState,
+    leashed_abandoning_worker,
+    leashed_runtime_worker,
+)
+from leashed.sim.processes import LOCK_MODELS, RECORD_FIELDS, RECORD_WIDTH, Halt, Shared
+from leashed.sim.timing import TimingModel, remote_streams, worker_streams
 from leashed.spec import ExperimentSpec, sparsifier_k
 
 __all__ = ["DEFAULT_SAMPLES", "Simulation", "live_vector_stats", "live_vectors_at", "lock_read_waiters",
            "model_size", "run_simulation", "simulate", "sparse_timing", "timing_of"]
 
 DEFAULT_SAMPLES = 500
+#: how a leashed attempt that another commit overtakes ends: ``runtime`` (abandoned at the competing
+#: commit, as the runtime's axpy_while_latest does; the default) or ``paper`` (papers.md §2.1: every
+#: attempt runs its full U; the model of the closed-form claims T5–T7)
+ATTEMPT_MODELS = ("runtime", "paper")
 _CHUNK = 1 << 15  # SimPy steps between progress updates
 
 
@@ -71,14 +83,16 @@ _DATA_SHAPES = {"mnist": (784, 10, (1, 28, 28)), "fashion-mnist": (784, 10, (1, 
 
 
 def model_size(spec: ExperimentSpec) -> int:
-    """d, the parameters of the spec's model (counter: ``dim``; MNIST, Fashion-MNIST and CIFAR-10 shapes
-    are known; other data sets are loaded to read their shape)."""
-    from leashed.models.registry import build_model
-    from leashed.sim.gradients import dataset_name
+    """d, the parameters of the spec's model (a model whose size is its ``dim`` needs no data; MNIST,
+    Fashion-MNIST and CIFAR-10 shapes are known; other data sets are loaded to read their shape)."""
+    from types import SimpleNamespace
 
-    name = dataset_name(spec)
-    if spec.model == "counter":
+    from leashed.models.registry import model_descriptor
+    from leashed.workload import build_spec_model, dataset_name
+
+    if model_descriptor(spec.model).params_from_dim:
         return int(spec.dim)
+    name = dataset_name(spec)
     if name == "synthetic":
         return int(spec.dim)
     shape = _DATA_SHAPES.get(name.split(":")[0])
@@ -88,11 +102,8 @@ def model_size(spec: ExperimentSpec) -> int:
         data = load_dataset(name, dim=spec.dim, seed=spec.seed)
         shape = (data.n_features, data.n_classes, data.input_shape)
     features, classes, input_shape = shape
-    if spec.model == "quadratic":
-        return int(features)
-    model = build_model(spec.model, features, classes, hidden=spec.hidden,
-                        input_shape=input_shape if spec.model == "cnn" else None)
-    return int(model.n_params)
+    data = SimpleNamespace(n_features=features, n_classes=classes, input_shape=input_shape)
+    return int(build_spec_model(spec, data).n_params)
 
 
 def sparse_timing(spec: ExperimentSpec, timing: TimingModel, n_params: int | None = None) -> TimingModel:
@@ -115,14 +126,35 @@ def sparse_timing(spec: ExperimentSpec, timing: TimingModel, n_params: int | Non
 
 
 def simulate(spec: ExperimentSpec, timing: TimingModel | None = None, *, gradients: bool = False,
-             samples: int = DEFAULT_SAMPLES, progress: bool = False) -> RunResult:
+             samples: int = DEFAULT_SAMPLES, progress: bool = False,
+             machine: Machine | None = None) -> RunResult:
     """Simulate ``spec`` and return its RunResult (``source == "sim"``). See :func:`run_simulation`."""
-    return run_simulation(spec, timing, gradients=gradients, samples=samples, progress=progress).result
+    return run_simulation(spec, timing, gradients=gradients, samples=samples, progress=progress,
+                          machine=machine).result
+
+
+def machine_of(spec: ExperimentSpec) -> Machine:
+    """The machine model a spec names (``spec.extra["machine"]``, as :meth:`Machine.describe` writes it);
+    the ideal machine when it names none."""
+    data = spec.extra.get("machine")
+    if not data:
+        return Machine()
+    if not isinstance(data, dict):
+        raise SpecError("the spec's machine must be a mapping (Machine.describe())")
+    return Machine.from_description(data)
+
+
+def attempt_model_of(spec: ExperimentSpec) -> str:
+    model = spec.extra.get("attempt_model", "runtime")
+    if model not in ATTEMPT_MODELS:
+        raise SpecError(f"attempt model must be one of {', '.join(ATTEMPT_MODELS)}, not {model!r}")
+    return str(model)
 
 
 def run_simulation(spec: ExperimentSpec, timing: TimingModel | None = None, *, gradients: bool = False,
                    samples: int = DEFAULT_SAMPLES, progress: bool = False,
-                   metadata: bool = True, lock_model: str = "fifo") -> Simulation:
+                   metadata: bool = True, lock_model: str = "fifo",
+                   machine: Machine | None = None) -> Simulation:
     """Simulate ``spec.threads`` workers of ``spec.algorithm`` for ``spec.updates`` gradients.
 
     ``timing`` defaults to :func:`timing_of(spec) <timing_of>`; a sparsified spec scales its update
@@ -132,6 +164,9 @@ def run_simulation(spec: ExperimentSpec, timing: TimingModel | None = None, *, g
     vectors and version over the simulated run. ``metadata=False`` skips the machine description
     (git, BLAS; for tests and benchmarks) and records only the seed. ``lock_model="resource"`` runs
     ``lock`` with a ``simpy.Resource`` mutex (the slower reference of the default FIFO-server model).
+    ``machine`` (default: :func:`machine_of(spec) <machine_of>`, the ideal machine) is the machine model
+    (:mod:`leashed.sim.machine`); ``spec.extra["attempt_model"]`` chooses leashed's attempt model
+    (:data:`ATTEMPT_MODELS`).
     """
     timing = timing or timing_of(spec)
     if samples < 1:
@@ -143,7 +178,7 @@ def run_simulation(spec: ExperimentSpec, timing: TimingModel | None = None, *, g
         engine = GradientEngine(spec)
         n_total = spec.total_gradients(engine.data.n_train)
     elif spec.updates is None:
-        raise SpecError("a timing-only simulation needs the number of gradients: pass --updates N")
+        raise SpecError("a timing-only simulation needs the number of gradients: pass `updates=N`")
     else:
         n_total = spec.updates
     timing = sparse_timing(spec, timing, engine.n_params if engine is not None else None)
@@ -152,7 +187,8 @@ def run_simulation(spec: ExperimentSpec, timing: TimingModel | None = None, *, g
     # Applied after the engine has loaded the model's BLAS, so that threadpoolctl sees the library.
     limiter = _one_blas_thread() if engine is not None else None
     try:
-        return _run(spec, timing, engine, n_total, samples, progress, metadata, lock_model)
+        return _run(spec, timing, engine, n_total, samples, progress, metadata, lock_model,
+                    machine if machine is not None else machine_of(spec))
     finally:
         if limiter is not None:
             limiter.restore_original_limits()
@@ -167,12 +203,14 @@ def _one_blas_thread() -> Any:
 
 
 def _run(spec: ExperimentSpec, timing: TimingModel, engine: Any, n_total: int, samples: int, progress: bool,
-         metadata: bool, lock_model: str) -> Simulation:
+         metadata: bool, lock_model: str, machine: Machine) -> Simulation:
     m = spec.threads
-    persistence = spec.persistence if spec.algorithm == "leashed" else math.inf
+    info = algorithms.algorithm(spec.algorithm)
+    persistence = spec.persistence if info.has_persistence else math.inf
+    attempt_model = attempt_model_of(spec)
     eval_points: list[int] = []
     if engine is not None and spec.evaluations > 0:
-        n_versions = -(-n_total // m) if spec.algorithm == "sync" else n_total  # sync: a version is a round
+        n_versions = -(-n_total // m) if info.versions_are_rounds else n_total  # sync: a version is a round
         eval_points = sorted({max(1, round(j * n_versions / spec.evaluations))
                               for j in range(1, spec.evaluations + 1)})
 
@@ -181,22 +219,48 @@ def _run(spec: ExperimentSpec, timing: TimingModel, engine: Any, n_total: int, s
                     eval_points)
     if engine is not None and spec.evaluations > 0:
         shared.evaluate(0, 0.0)
-    worker = WORKERS[spec.algorithm]
+    worker = info.resolve("sim_worker")  # the idealised worker (leashed: the paper's attempt model)
     if spec.algorithm == "lock":
         if lock_model not in LOCK_MODELS or (lock_model != "fifo" and engine is not None):
             raise SpecError(f"lock model must be one of {', '.join(LOCK_MODELS)} (resource: timing only)")
         worker = LOCK_MODELS[lock_model]
+    machine_notes: dict[str, Any] = {"applied": False}
+    runtime_attempts = info.has_cas and attempt_model == "runtime"
+    if not machine.ideal and spec.algorithm not in MACHINE_WORKERS:
+        machine_notes["not_applied"] = (f"no machine model for {spec.algorithm}: "
+                                        "simulated on the ideal machine")
+        machine = Machine()
+    if runtime_attempts or not machine.ideal:
+        if spec.algorithm == "lock" and lock_model != "fifo":
+            raise SpecError("the machine model runs lock with the FIFO mutex model only")
+        if info.has_cas:
+            worker = leashed_abandoning_worker if machine.ideal and timing.update_remote is None \
+                else leashed_runtime_worker
+        else:
+            worker = MACHINE_WORKERS[spec.algorithm]
+        chunks = spec.extra.get("copy_chunks", timing.notes.get("copy_chunks", 0))
+        shared.machine_state = MachineState(machine, machine.scheduler(m),
+                                            remote_streams(timing, spec.seed, m) if not machine.ideal or
+                                            timing.update_remote is not None else None,
+                                            int(chunks or 0), spec.sparsifier == "none")
+        machine_notes["applied"] = not machine.ideal
+    procs = []
     for i, (cs, us) in enumerate(worker_streams(timing, spec.seed, m)):
-        env.process(worker(shared, i, cs, us))
+        procs.append(env.process(worker(shared, i, cs, us)))
+    if shared.machine_state is not None:
+        shared.machine_state.procs = procs
 
     bar = _progress_bar(n_total, progress)
     started = time.perf_counter()
     events = n = 0
     step = env.step
+    stopped = False  # SIGINT/SIGTERM (leashed/interrupts.py) or Ctrl-C: keep the partial result
     try:
         while True:
             for n in range(_CHUNK):  # noqa: B007 - n counts the steps of an unfinished chunk
                 step()
+                if not n & 1023 and interrupts.requested():
+                    raise KeyboardInterrupt
             events += _CHUNK
             n = 0
             if bar is not None:
@@ -205,11 +269,18 @@ def _run(spec: ExperimentSpec, timing: TimingModel, engine: Any, n_total: int, s
         events += n
     except Halt:
         events += n + 1
+    except KeyboardInterrupt:
+        events += n
+        stopped = True
     elapsed = time.perf_counter() - started
     if bar is not None:
         bar.update(shared.next_ticket - bar.n)
         bar.close()
-    return _assemble(spec, timing, shared, engine, samples, elapsed, events, metadata)
+    sim = _assemble(spec, timing, shared, engine, samples, elapsed, events, metadata)
+    sim.result.totals["interrupted"] = stopped
+    sim.result.extra["attempt_model"] = attempt_model if info.has_cas else None
+    sim.result.extra["machine"] = {**machine.describe(), **machine_notes}
+    return sim
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
@@ -229,6 +300,7 @@ def _assemble(spec: ExperimentSpec, timing: TimingModel, sh: Shared, engine: Any
     rows = np.frombuffer(sh.rec, dtype=np.float64).reshape(-1, RECORD_WIDTH) \
         if len(sh.rec) else np.zeros((0, RECORD_WIDTH))
     rec = {name: rows[:, j] for j, name in enumerate(RECORD_FIELDS)}
+    info = algorithms.algorithm(spec.algorithm)
     dropped = rec["dropped"] > 0
     version_read = rec["version_read"].astype(np.int64)
     version_commit = rec["version_commit"].astype(np.int64)
@@ -237,22 +309,23 @@ def _assemble(spec: ExperimentSpec, timing: TimingModel, sh: Shared, engine: Any
     updates = UpdateLog(thread=rec["thread"].astype(np.int32), version_read=version_read,
                         version_commit=version_commit, staleness=staleness, attempts=attempts,
                         dropped=dropped, t_start=rec["t_start"], t_grad=rec["t_grad"],
-                        t_commit=rec["t_commit"])
+                        t_commit=rec["t_commit"],
+                        t_attempt=rec["aux1"] if sh.machine_state is not None and info.has_cas else None)
     end = float(sh.env.now)
     m = spec.threads
     final = int(sh.vserial if spec.algorithm == "lock" else sh.version)
 
     # live vectors: leashed from the allocation / recycle instants, constant for the baselines
-    if spec.algorithm == "leashed":
+    if info.uses_pool:
         alloc = np.sort(np.concatenate(([0.0], rec["t_grad"])))
         free = np.sort(np.concatenate((np.frombuffer(sh.vfree, dtype=np.float64), rec["t_commit"][dropped])))
     else:
         alloc = free = np.zeros(0)
-    constant_live = {"seq": 1, "sync": 1, "lock": m + 1, "hogwild": m + 1}.get(spec.algorithm)
+    constant_live = None if info.uses_pool else info.live_vectors(m)
 
     # the version published at each instant: the committed updates' instants (hogwild: the fetch-and-add)
     # are in version order, each producing version_commit + 1 (sync: all of a round produce one version)
-    commit_instant = (rec["t_grad"] if spec.algorithm == "hogwild" else rec["t_commit"])[~dropped]
+    commit_instant = (rec["t_grad"] if info.commits_at_gradient_end else rec["t_commit"])[~dropped]
     produced = version_commit[~dropped] + 1
     order_c = np.lexsort((produced, commit_instant))
     commit_times, produced = commit_instant[order_c], np.concatenate(([0], produced[order_c]))
@@ -284,7 +357,7 @@ def _assemble(spec: ExperimentSpec, timing: TimingModel, sh: Shared, engine: Any
                       accuracy=np.concatenate(accs)[order])
 
     applied = int((~dropped).sum())
-    failures = int(attempts.sum() - applied) if spec.algorithm == "leashed" else 0
+    failures = int(attempts.sum() - applied) if info.has_cas else 0
     totals = {"updates_applied": applied, "updates_dropped": int(dropped.sum()), "cas_failures": failures,
               "wall_time_s": end, "diverged_at": -1 if sh.diverged_at is None else sh.diverged_at,
               "interrupted": False, "lost_updates": None}
@@ -305,7 +378,7 @@ def _assemble(spec: ExperimentSpec, timing: TimingModel, sh: Shared, engine: Any
         "live_vectors_max": live_max,
         "sim_events": events,
     }
-    if spec.algorithm == "sync":
+    if info.versions_are_rounds:
         extra["rounds"] = final
     metadata = machine_metadata(seed=spec.seed) if with_metadata else {"seed": spec.seed}
     metadata["sim_elapsed_s"] = elapsed

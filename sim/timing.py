@@ -388,6 +388,9 @@ class TimingModel:
     copy_fraction: float = 0.5
     bus_contention: float = 0.0
     notes: dict[str, object] = field(default_factory=dict, compare=False)
+    #: leashed: the law of an attempt whose source vector another thread wrote (its copy comes from another
+    #: core's cache; docs/simulator.md "The machine model"); None: ``update`` for every attempt
+    update_remote: Distribution | None = None
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.copy_fraction <= 1.0):
@@ -418,23 +421,34 @@ class TimingModel:
                                                              dense_share, m)
         scale = factor / calibrated_factor
         update = self.update if scale == 1.0 else Scaled(self.update, scale)
+        remote = self.update_remote
+        if remote is not None and scale != 1.0:
+            remote = Scaled(remote, scale)
         return TimingModel(self.compute, update, copy_fraction, self.bus_contention,
                            notes={**self.notes, "sparse_update_scale": factor,
                                   "sparse_dense_share": share, "sparse_fraction": rho,
-                                  "sparse_time_scale": scale, "dense_copy_fraction": self.copy_fraction})
+                                  "sparse_time_scale": scale, "dense_copy_fraction": self.copy_fraction},
+                           update_remote=remote)
 
     def describe(self) -> dict[str, object]:
         return {"compute": self.compute.describe(), "update": self.update.describe(),
                 "compute_mean_s": self.compute.mean, "compute_cv": self.compute.cv,
                 "update_mean_s": self.update.mean, "update_cv": self.update.cv,
-                "copy_fraction": self.copy_fraction, "bus_contention": self.bus_contention, **self.notes}
+                "copy_fraction": self.copy_fraction, "bus_contention": self.bus_contention,
+                **({} if self.update_remote is None else
+                   {"update_remote": self.update_remote.describe(),
+                    "update_remote_mean_s": self.update_remote.mean,
+                    "update_remote_cv": self.update_remote.cv}),
+                **self.notes}
 
 
 def default_dense_share(algorithm: str, copy_fraction: float) -> float:
     """The share f of an update that stays dense when the gradient is sparse (papers.md §5): the full
     copy for leashed (copy L into the new vector), lock and hogwild (copy θ into the private θ_loc), whose
     length is U·copy_fraction; nothing for seq and sync, whose update is only the apply."""
-    return copy_fraction if algorithm in ("leashed", "lock", "hogwild") else 0.0
+    from leashed.algorithms import algorithm as entry
+
+    return copy_fraction if entry(algorithm).dense_copy else 0.0
 
 
 def sparse_update_scaling(algorithm: str, rho: float, copy_fraction: float, dense_share: float | None = None,
@@ -453,7 +467,9 @@ def sparse_update_scaling(algorithm: str, rho: float, copy_fraction: float, dens
     if not (0.0 <= dense_share <= 1.0):
         raise SpecError(f"sparse update factor (the dense share of an update) must be in [0, 1], "
                         f"not {dense_share!r}")
-    if algorithm == "sync":
+    from leashed.algorithms import algorithm as entry
+
+    if entry(algorithm).versions_are_rounds:  # a round applies the union of its m sparse gradients
         rho = min(1.0, m * rho)
     c = copy_fraction
     copy_dense = min(dense_share, c)
@@ -461,6 +477,15 @@ def sparse_update_scaling(algorithm: str, rho: float, copy_fraction: float, dens
     apply_part = (dense_share - copy_dense) + (1.0 - c - (dense_share - copy_dense)) * rho
     factor = copy_part + apply_part
     return factor, (copy_part / factor if factor > 0 else c), dense_share
+
+
+def remote_streams(timing: TimingModel, seed: int, m: int) -> list[Iterator[float]] | None:
+    """Per worker, an endless iterator of remote-attempt draws (``SeedSequence([seed, 11]).spawn(m)``), or
+    None when the timing model has no remote law."""
+    if timing.update_remote is None:
+        return None
+    return [timing.update_remote.stream(np.random.default_rng(child))
+            for child in np.random.SeedSequence([seed, 11]).spawn(m)]
 
 
 def worker_streams(timing: TimingModel, seed: int, m: int) -> list[tuple[Iterator[float], Iterator[float]]]:

@@ -25,7 +25,7 @@ def test_defaults_are_valid_and_round_trip():
     ({"persistence": -1}, "persistence"),
     ({"persistence": "1.5"}, "persistence"),
     ({"step_policy": "magic"}, "unknown step policy"),
-    ({"step_policy": "normalised"}, "staleness-model"),
+    ({"step_policy": "normalised"}, "step_table=leashed.analysis.steps.step_table_from_fit("),
     ({"model": "resnet"}, "unknown model"),
     ({"sparsifier": "top:3"}, "sparsifier"),
     ({"hidden": (0,)}, "hidden"),

@@ -13,7 +13,12 @@ from conftest import assert_one_line_error, run_cli
 def test_fit_writes_table_json_and_plot(tmp_path):
     a = make_run(threads=4, seed=1).save(tmp_path / "m4.npz")
     out, png = tmp_path / "fit.json", tmp_path / "fit.png"
-    proc = run_cli("fit", str(a), "--out", str(out), "--plot", str(png))
+    short = run_cli("fit", str(a), str(a))
+    assert short.returncode == 0, short.stderr
+    lines = short.stdout.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("#0 ") and lines[1].startswith("#1 ")  # one line a file
+    assert " best " in lines[0] and "--verbose" in lines[2]
+    proc = run_cli("fit", str(a), "--out", str(out), "--plot", str(png), "--verbose")
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines() if line.strip()[:1].isdigit()]
     assert [r[1].rstrip("*") for r in rows][-1] == "poisson"  # worst AIC last on geometric data
@@ -50,9 +55,9 @@ def test_compare_and_report_commands(tmp_path):
         files.append(make_run(threads=m, seed=10 + m).save(tmp_path / f"run{m}.npz"))
     proc = run_cli("compare", *map(str, files), "--out", str(tmp_path / "cmp"))
     assert proc.returncode == 0, proc.stderr
-    assert "verdict: consistent (2 pairs)" in proc.stdout
+    assert "verdict: agree (2 pairs)" in proc.stdout
     data = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
-    assert data["consistent"] and len(data["pairs"]) == 2
+    assert data["verdict"] == "agree" and len(data["pairs"]) == 2
     assert (tmp_path / "cmp" / "staleness_mean.png").exists()
     assert_one_line_error(run_cli("compare", str(files[1]), str(files[3])), "only runtime")
 

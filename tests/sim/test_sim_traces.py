@@ -8,12 +8,14 @@ t_start, t_grad, t_commit).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from simtest_helpers import sim, spec_of
 
 from leashed.sim.simulate import live_vector_stats, live_vectors_at, lock_read_waiters, run_simulation
-from leashed.sim.timing import TimingModel
+from leashed.sim.timing import Constant, Distribution, TimingModel
 
 
 def rows(s) -> list[tuple]:
@@ -26,12 +28,72 @@ def rows(s) -> list[tuple]:
     return out
 
 
+#: the traces below that charge a failed attempt its full U are of the paper's attempt model
+PAPER = {"attempt_model": "paper"}
+
+
+def test_leashed_runtime_attempt_model_trace():
+    # The runtime's attempt model: a doomed attempt ends at the competing commit. t=10: both attempt on
+    # v0; t=12: W0 commits v1, W1's attempt is abandoned at once and retries on v1 [12,14] (tau 1, 2
+    # attempts); W0 computes ticket 2 on v1 [12,22] and attempts on v2 [22,24]; W1 computes ticket 3 on
+    # v2 [14,24]; at 24 W1 (scheduled first) starts its attempt on v2, then W0 commits v3: W1's attempt is
+    # abandoned at 24 and its retry [24,26] commits. The paper's model ends at 28 (trace below).
+    s = sim("leashed", 2, 4, "const:10", "const:2")
+    assert rows(s) == [
+        (0, 0, 0, 0, 0, 1, False, 0.0, 10.0, 12.0),
+        (1, 1, 0, 1, 1, 2, False, 0.0, 10.0, 14.0),
+        (0, 2, 1, 2, 1, 1, False, 12.0, 22.0, 24.0),
+        (1, 3, 2, 3, 1, 2, False, 14.0, 24.0, 26.0),
+    ]
+    assert s.result.updates.t_attempt.tolist() == [10.0, 12.0, 22.0, 24.0]
+    assert s.result.totals["wall_time_s"] == 26.0
+    assert s.result.totals["cas_failures"] == 2
+
+
+class _PerWorker(Distribution):
+    """Fixed durations per worker: the k-th stream handed out yields ``values[k]`` forever (tests only)."""
+
+    def __init__(self, *values: float) -> None:
+        self.values = list(values)
+        self.handed = 0
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values))
+
+    @property
+    def cv(self) -> float:
+        return 0.0
+
+    def describe(self) -> str:
+        return "per-worker:" + ",".join(map(str, self.values))
+
+    def stream(self, rng):  # noqa: ANN001, ANN201 - test double
+        value = self.values[self.handed % len(self.values)]
+        self.handed += 1
+        return itertools.repeat(float(value))
+
+
+@pytest.mark.parametrize("chunks, retry_at", [(0, 12.0), (4, 12.0), (3, 12.5)])
+def test_runtime_attempt_model_abandons_at_a_chunk_boundary(chunks, retry_at):
+    # W0 computes 10, W1 10.5, U = 2. W0 attempts [10,12] and commits v1 at 12, when W1 is 1.5 into its
+    # attempt. Continuously checked (0 chunks) or in 4 chunks of 0.5, 1.5 is a boundary: W1 abandons at
+    # 12 and retries [12,14]. In 3 chunks of 2/3 the next boundary is 2 = the end: W1 completes at 12.5,
+    # its CAS fails, and it retries [12.5,14.5].
+    spec = spec_of("leashed", 2, 2, "const:10", "const:2", extra={"copy_chunks": chunks})
+    s = run_simulation(spec, TimingModel(_PerWorker(10.0, 10.5), Constant(2.0)), metadata=False)
+    u = s.result.updates
+    assert u.t_commit.tolist() == [12.0, retry_at + 2]
+    assert u.t_attempt.tolist() == [10.0, retry_at]
+    assert u.attempts.tolist() == [1, 2]
+
+
 def test_leashed_unbounded_persistence_trace():
     # t=0: both pin v0 and compute. t=10: both attempt on v0. t=12: W0's CAS wins (v1); W1 fails and
     # retries on v1; W0 computes ticket 2 on v1. t=14: W1 commits (tau 1, 2 attempts), computes ticket 3
     # on v2. t=22: W0 attempts on v2. t=24: W1 (scheduled at 14) first starts its attempt on v2, then
     # W0's CAS succeeds (v3). t=26: W1 fails, retries on v3. t=28: W1 commits.
-    s = sim("leashed", 2, 4, "const:10", "const:2")
+    s = sim("leashed", 2, 4, "const:10", "const:2", extra=PAPER)
     assert rows(s) == [
         (0, 0, 0, 0, 0, 1, False, 0.0, 10.0, 12.0),
         (1, 1, 0, 1, 1, 2, False, 0.0, 10.0, 14.0),
@@ -145,7 +207,7 @@ def test_seq_trace():
 
 
 def test_samples_follow_the_trace():
-    s = sim("leashed", 2, 4, "const:10", "const:2", samples=4)
+    s = sim("leashed", 2, 4, "const:10", "const:2", samples=4, extra=PAPER)
     smp = s.result.samples
     assert smp.time.tolist() == [0.0, 7.0, 14.0, 21.0, 28.0]
     assert smp.version.tolist() == [0, 0, 2, 2, 4]
@@ -159,7 +221,7 @@ def test_bus_contention_slows_concurrent_copies():
     # F = 0.5. The factor is fixed when an update starts, from the copies already running plus its own:
     # W0 starts first at 10, alone: U = 2, [10,12], wins. W1 starts at 10 while W0 copies: U = 2 * 1.5 = 3,
     # [10,13], fails; its retry at 13 runs alone: [13,15].
-    spec = spec_of("leashed", 2, 2, "const:10", "const:2")
+    spec = spec_of("leashed", 2, 2, "const:10", "const:2", extra=PAPER)
     s = run_simulation(spec, TimingModel.parse("const:10", "const:2", 0.5, 0.5), metadata=False)
     assert [r[2:] for r in rows(s)] == [(0, 0, 0, 1, False, 0.0, 10.0, 12.0),
                                         (0, 1, 1, 2, False, 0.0, 10.0, 15.0)]

@@ -1,0 +1,152 @@
+"""Does a calibrated prediction agree with the hardware? Simulate, run and compare, at several thread counts.
+
+1. ``leashed calibrate``: the machine file (copies, time slice, load, cores);
+2. calibration runs of the runtime at m = 1 and 2 (seeds 100, 101);
+3. target runs at every m of ``--threads`` (seed 0, different from the calibration runs: a prediction is
+   never judged against the run it was calibrated from);
+4. for every m, ``leashed simulate --calibrate-from m1 --calibrate-from m2 --machine machine.json
+   --threads m`` (5 seeds), then ``leashed compare`` against the target run;
+5. the control: the same prediction on a deliberately wrong machine (``--cores 16``).
+
+Prints one table (predicted and measured throughput, CAS failure fraction, staleness mean, TV and the
+verdicts) and writes it with the files into ``--out``. With ``--busy-core``, a busy loop pinned to core 0
+runs during the calibration and target runs (the loaded-machine check), and the table adds the
+prediction that ignores the recorded load (``--ignore-load``).
+
+Usage::
+
+    python benchmarks/prediction_check.py --out /tmp/pc                    # m = 1, 2, 3, 4, 8; ~2 min
+    python benchmarks/prediction_check.py --threads 1,2,4,8,16 --epochs 5  # on a many-core machine
+    python benchmarks/prediction_check.py --busy-core --out /tmp/pc-busy   # another process loads a core
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import Table, load_note  # noqa: E402
+
+
+def _leashed(*args: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "leashed", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"leashed {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+
+
+def _busy_loop(cpu: int) -> subprocess.Popen[bytes]:
+    code = f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nwhile True:\n    pass\n"
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def _train(out: Path, m: int, seed: int, epochs: int, dataset: str) -> Path:
+    path = out / f"run-m{m}-s{seed}.npz"
+    _leashed("train", "--algorithm", "leashed", "--threads", str(m), "--model", "mlp", "--dataset", dataset,
+             "--batch-size", "64", "--epochs", str(epochs), "--evaluations", "0", "--seed", str(seed),
+             "--out", str(path))
+    return path
+
+
+def _predict(out: Path, name: str, m: int, calibration: list[Path], *extra: str) -> Path:
+    path = out / f"sim-{name}-m{m}.npz"
+    args = ["simulate", "--threads", str(m), "--out", str(path), "--quiet", *extra]
+    for c in calibration:
+        args += ["--calibrate-from", str(c)]
+    _leashed(*args)
+    return path
+
+
+def _compare(out: Path, predicted: Path, measured: Path) -> dict[str, Any]:
+    target = out / f"compare-{predicted.stem}"
+    _leashed("compare", str(predicted), str(measured), "--out", str(target))
+    return json.loads((target / "comparison.json").read_text())
+
+
+def _value(entry: Any) -> Any:
+    return entry.get("value") if isinstance(entry, dict) else entry
+
+
+def _cell(pair: dict[str, Any], quantity: str) -> tuple[Any, Any, str]:
+    """(predicted, measured, verdict) of one quantity of a comparison.json pair; the TV's "predicted" is
+    the distance itself."""
+    q = pair.get("quantities", {}).get(quantity)
+    if q is None:
+        return None, None, "-"
+    if quantity == "staleness_tv":
+        return _value(q.get("difference")), None, q.get("verdict", "-")
+    return _value(q.get("predicted")), _value(q.get("measured")), q.get("verdict", "-")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", default="1,2,3,4,8", help="target thread counts (default 1,2,3,4,8)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run (default 3)")
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--out", default="prediction-check", help="folder for the files and the table")
+    parser.add_argument("--busy-core", action="store_true", help="a busy loop on core 0 during the runs")
+    parser.add_argument("--no-control", action="store_true", help="skip the --cores 16 control")
+    args = parser.parse_args(argv)
+    threads = [int(t) for t in args.threads.split(",") if t.strip()]
+    if not threads or min(threads) < 1:
+        raise SystemExit("prediction_check.py: error: --threads must be positive integers like 1,2,4")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    print(f"prediction check: {load_note()}", flush=True)
+    busy = _busy_loop(0) if args.busy_core else None
+    try:
+        if busy is not None:
+            time.sleep(0.5)
+        machine = out / "machine.json"
+        _leashed("calibrate", "--out", str(machine))
+        calibration = [_train(out, 1, 100, args.epochs, args.dataset), _train(out, 2, 101, args.epochs,
+                                                                                args.dataset)]
+        targets = {m: _train(out, m, 0, args.epochs, args.dataset) for m in threads}
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+    print(f"runs done in {time.perf_counter() - started:.0f} s", flush=True)
+    table = Table("calibrated predictions against the runtime (leashed, MNIST MLP, batch 64)",
+                  ["m", "variant", "X pred", "X meas", "X", "CAS pred", "CAS meas", "CAS", "tau pred",
+                   "tau meas", "TV", "TV verdict", "overall"])
+    variants = [("calibrated", ("--machine", str(machine)))]
+    if busy is not None:
+        variants.append(("ignoring load", ("--machine", str(machine), "--ignore-load")))
+    if not args.no_control:
+        variants.append(("wrong: --cores 16", ("--machine", str(machine), "--cores", "16")))
+    rows = []
+    for m in threads:
+        for name, extra in variants:
+            tag = name.split(":")[0].replace(" ", "-")
+            comparison = _compare(out, _predict(out, tag, m, calibration, *extra), targets[m])
+            pair = comparison["pairs"][0]
+            xp, xm, xv = _cell(pair, "throughput")
+            cp, cm, cv = _cell(pair, "cas_failure")
+            tp, tm, _ = _cell(pair, "staleness_mean")
+            tv, _, tvv = _cell(pair, "staleness_tv")
+            row = dict(m=m, variant=name, **{"X pred": xp, "X meas": xm, "X": xv, "CAS pred": cp,
+                                             "CAS meas": cm, "CAS": cv, "tau pred": tp, "tau meas": tm,
+                                             "TV": tv, "TV verdict": tvv, "overall": pair.get("verdict")})
+            table.add(**row)
+            rows.append(row)
+    table.notes.append(f"calibrated from {', '.join(p.name for p in calibration)} and {machine.name}; "
+                       f"X = committed updates/s; CAS = failed / all attempts; {load_note()}")
+    print(table.to_text())
+    table.write(out, "prediction_check")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}; {time.perf_counter() - started:.0f} s in all")
+    return 0
+
+
+if __name__ == "__main__":
+    from _common import script_main
+
+    sys.exit(script_main(main, "prediction_check.py"))

@@ -1,0 +1,119 @@
+"""The one interrupt path of every leashed command (docs/errors.md, "Signals").
+
+SIGINT (Ctrl-C) and SIGTERM both mean *stop, keep what was measured*:
+
+* the **first** signal is recorded (:func:`signalled`). Outside a protected section it raises
+  :class:`KeyboardInterrupt` in the main thread, which the training loops (runtime, simulator) turn into
+  a prompt stop with a partial result. Inside a :func:`protected` section (evaluation, assembly,
+  plotting, saving: the work after training) it only sets the flag: that code checks
+  :func:`requested` where it can skip work (remaining evaluations), finishes the save, and the command
+  exits with :func:`exit_status` (130 for SIGINT, 143 for SIGTERM: 128 + the signal number);
+* a **second** signal aborts at once: it raises :class:`Aborted` (a :class:`BaseException`, so no
+  ``except Exception`` swallows it); the atomic writers (``leashed/_files.py``, ``analysis/_io.py``)
+  remove their temporary files on the way out. Further signals are ignored while that happens.
+
+:func:`handling` installs the handlers around one command (``leashed/cli.py``); it is a no-op outside
+the main thread, where Python cannot install signal handlers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["Aborted", "exit_status", "handling", "protected", "requested", "reset", "signalled"]
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Aborted(BaseException):
+    """A second signal: stop at once (temporary files are still removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)  # args == (signum,): SimPy re-raises events as type(exc)(*exc.args)
+        self.signum = int(signum)
+
+    def __str__(self) -> str:
+        return f"aborted by a second {signal.Signals(self.signum).name}"
+
+
+class _State:
+    signum: int | None = None
+    aborting = False
+    depth = 0  # nesting of protected() sections
+    installed = 0
+
+
+_state = _State()
+
+
+def _handler(signum: int, frame: Any) -> None:
+    if _state.aborting:
+        return  # already unwinding after a second signal: let the clean-up finish
+    if _state.signum is None:
+        _state.signum = signum
+        if _state.depth > 0:
+            return  # after training: noted; the command finishes its save, then exits 130/143
+        raise KeyboardInterrupt
+    _state.aborting = True
+    raise Aborted(signum)
+
+
+def signalled() -> int | None:
+    """The number of the first signal received (SIGINT or SIGTERM), or None."""
+    return _state.signum
+
+
+def requested() -> bool:
+    """True once a stop was asked for (skip what can be skipped, keep what was measured)."""
+    return _state.signum is not None
+
+
+def exit_status(default: int = 130) -> int:
+    """128 + the first signal's number (130 SIGINT, 143 SIGTERM); ``default`` without a signal."""
+    return default if _state.signum is None else 128 + int(_state.signum)
+
+
+def reset() -> None:
+    """Forget any recorded signal (a new command in the same process; tests)."""
+    _state.signum = None
+    _state.aborting = False
+    _state.depth = 0
+
+
+@contextlib.contextmanager
+def protected() -> Iterator[None]:
+    """A section whose first signal is only recorded, not raised (post-training work, saving).
+
+    A signal that arrived before the section is not raised again inside it."""
+    _state.depth += 1
+    try:
+        yield
+    finally:
+        _state.depth -= 1
+
+
+@contextlib.contextmanager
+def handling() -> Iterator[None]:
+    """Install the SIGINT/SIGTERM handlers for one command, and restore the previous ones after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if _state.installed == 0:
+        reset()
+    previous = {}
+    for sig in SIGNALS:
+        try:
+            previous[sig] = signal.signal(sig, _handler)
+        except (ValueError, OSError):  # pragma: no cover - not the main interpreter
+            pass
+    _state.installed += 1
+    try:
+        yield
+    finally:
+        _state.installed -= 1
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,158 @@
+"""Calibration of the simulator from runtime results and a machine file (docs/simulator.md, "Calibrated
+predictions").
+
+:func:`calibrate` turns one or more runtime results files of one algorithm (typically runs at m = 1 and
+m = 2) plus, optionally, a ``leashed calibrate`` machine file into the simulator's timing model and
+machine model for a prediction at m threads:
+
+* **compute** C: the measured t_grad − t_start of the calibration run whose concurrency is closest to the
+  predicted one, min(m, cores) (ties: the larger), because a gradient's time depends on what the other
+  cores do meanwhile. When that run has one thread and the prediction more, the machine's
+  ``read_slowdown`` (measured by ``leashed calibrate``) slows a gradient while other threads copy its
+  vector, in the simulation itself.
+* **update**, leashed: the measured durations of *completed* attempts (t_commit − t_attempt of every
+  committed update), split by who wrote the vector the attempt copied: the thread itself (*local*: the
+  copy comes from its own cache) or another thread (*remote*). Abandoned attempts are not resampled: the
+  simulator ends them itself at the competing commit (runtime attempt model), and their measured times
+  are kept in the notes as a check. Without remote samples (only m = 1 runs), the remote law is the local
+  one scaled by the machine file's copy_remote_s / copy_local_s, or the local one.
+  Other algorithms: the per-attempt share of t_commit − t_grad of the closest run.
+* **machine**: cores from ``--cores``, else the machine file, else the runs' recorded usable cores; the
+  background load the runs recorded (``background_load_cores``, their mean) unless ``ignore_load``, or
+  an explicit value; time slice, read slowdown and copy concurrency from the machine file.
+
+Nothing here looks at the run being predicted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from leashed.errors import SpecError
+from leashed.sim.machine import DEFAULT_TIME_SLICE_S, Machine
+from leashed.sim.timing import Empirical, Scaled, TimingModel, from_result
+
+__all__ = ["attempt_times", "calibrate", "recorded_machine"]
+
+#: floats a leashed copy handles between two looks at the published word (runtime/_workers.pyx COPY_CHUNK)
+COPY_CHUNK_FLOATS = 4096
+
+
+def attempt_times(result: Any) -> dict[str, np.ndarray]:
+    """Leashed: completed-attempt durations split by the writer of the copied vector (``local``,
+    ``remote``), and the mean abandoned-attempt duration of every update that failed (``abandoned``)."""
+    log = result.updates
+    ok = ~np.asarray(log.dropped, dtype=bool)
+    t_attempt = np.asarray(log.t_attempt, dtype=np.float64)
+    done = np.asarray(log.t_commit, dtype=np.float64) - t_attempt
+    # writer of version v = the thread of the committed update with version_commit == v − 1
+    vc = np.asarray(log.version_commit, dtype=np.int64)
+    thread = np.asarray(log.thread, dtype=np.int64)
+    committed_v = vc[ok]
+    writer_of = np.full(int(committed_v.max()) + 2 if len(committed_v) else 1, -1, dtype=np.int64)
+    if len(committed_v):
+        writer_of[committed_v + 1] = thread[ok]
+    base = np.clip(vc, 0, len(writer_of) - 1)
+    writer = np.where(ok, writer_of[base], -1)
+    local = ok & ((writer == thread) | (writer == -1))
+    remote = ok & (writer >= 0) & (writer != thread)
+    attempts = np.asarray(log.attempts, dtype=np.int64)
+    failed = attempts > 1
+    abandoned = np.where(failed, (t_attempt - np.asarray(log.t_grad)) / np.maximum(attempts - 1, 1), np.nan)
+    keep = np.isfinite(done) & (done >= 0)
+    return {"local": done[local & keep], "remote": done[remote & keep],
+            "abandoned": abandoned[failed & ok & np.isfinite(abandoned)]}
+
+
+def recorded_machine(result: Any) -> dict[str, Any]:
+    """The machine record a runtime run carries (``metadata["machine"]``), or {}."""
+    record = (result.metadata or {}).get("machine")
+    return record if isinstance(record, dict) else {}
+
+
+def _profile_value(profile: Any, name: str, default: Any = None) -> Any:
+    if profile is None:
+        return default
+    value = getattr(profile, name, None)
+    return default if value is None else value
+
+
+def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, copy_fraction: float = 0.5,
+              bus_contention: float = 0.0, profile: Any = None, cores: int | None = None,
+              background_load: float | None = None, ignore_load: bool = False,
+              machine_model: bool = True) -> tuple[TimingModel, Machine]:
+    """The timing and machine models for predicting ``threads`` threads (module docstring)."""
+    if not results:
+        raise SpecError("calibration needs at least one runtime results file")
+    algorithms = {r.spec.algorithm for r in results}
+    if len(algorithms) > 1:
+        raise SpecError(f"calibration files must be of one algorithm, not {', '.join(sorted(algorithms))}")
+    for r, src in zip(results, sources, strict=True):
+        if r.source != "runtime":
+            raise SpecError(f"{src} is a simulator result; calibrate from runtime results")
+        if len(r.updates) == 0:
+            raise SpecError(f"{src} has no recorded updates to calibrate from")
+    # cores of the machine
+    record_cores = [recorded_machine(r).get("usable_cores") for r in results]
+    record_cores = [int(c) for c in record_cores if isinstance(c, int) and c > 0]
+    if cores is None:
+        cores = _profile_value(profile, "cores") or (min(record_cores) if record_cores else None)
+    concurrency = min(threads, cores) if cores else threads
+    by_closeness = sorted(range(len(results)),
+                          key=lambda i: (abs(min(results[i].spec.threads, cores or 10**9) - concurrency),
+                                         -results[i].spec.threads))
+    closest = by_closeness[0]
+    base = from_result(results[closest], source=sources[closest], copy_fraction=copy_fraction,
+                       bus_contention=bus_contention)
+    notes: dict[str, Any] = {**base.notes, "calibrated_from": ", ".join(sources),
+                             "compute_from": sources[closest],
+                             "calibration_threads": [int(r.spec.threads) for r in results]}
+    update = base.update
+    remote = None
+    if results[0].spec.algorithm == "leashed":
+        pools = [attempt_times(r) for r in results]
+        local = np.concatenate([p["local"] for p in pools])
+        far = np.concatenate([p["remote"] for p in pools])
+        abandoned = np.concatenate([p["abandoned"] for p in pools])
+        if len(local) == 0 and len(far) == 0:
+            raise SpecError("the calibration files have no completed leashed attempts")
+        if len(local) == 0:
+            local = far
+        update = Empirical(local, f"{notes['calibrated_from']} (local attempts)")
+        if len(far):
+            remote = Empirical(far, f"{notes['calibrated_from']} (remote attempts)")
+        else:
+            ratio = (_profile_value(profile, "copy_remote_s", 0.0)
+                     / _profile_value(profile, "copy_local_s", 1.0) if profile is not None else 1.0)
+            remote = Scaled(update, float(ratio)) if ratio and ratio != 1.0 else None
+        notes.update({"attempt_samples_local": int(len(local)), "attempt_samples_remote": int(len(far)),
+                      "attempt_local_mean_s": float(local.mean()),
+                      "attempt_remote_mean_s": float(far.mean()) if len(far) else None,
+                      "abandoned_attempt_mean_s": float(abandoned.mean()) if len(abandoned) else None,
+                      "abandoned_attempt_samples": int(len(abandoned))})
+        d = int(results[0].extra.get("n_params") or len(results[0].params) or 0)
+        if d:
+            notes["copy_chunks"] = int(math.ceil(d / COPY_CHUNK_FLOATS))
+    timing = TimingModel(base.compute, update, copy_fraction, bus_contention, notes=notes,
+                         update_remote=remote)
+    if not machine_model:
+        return timing, Machine()
+    if background_load is None:
+        loads = [recorded_machine(r).get("background_load_cores") for r in results]
+        loads = [float(v) for v in loads if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0]
+        background_load = 0.0 if ignore_load or not loads else float(np.mean(loads))
+    read_slowdown = 0.0
+    if results[closest].spec.threads == 1 and concurrency > 1:
+        read_slowdown = float(_profile_value(profile, "read_slowdown", 0.0))
+    concurrent = tuple(float(v) for v in (_profile_value(profile, "copy_concurrent_s", ()) or ()))
+    machine = Machine(cores=cores, time_slice_s=float(_profile_value(profile, "time_slice_s",
+                                                                     DEFAULT_TIME_SLICE_S)),
+                      background_load=float(background_load), read_slowdown=read_slowdown,
+                      copy_concurrency=concurrent,
+                      calibrated_concurrency=max(1, min(max(r.spec.threads for r in results), cores or 1)),
+                      notes={"machine_file": _profile_value(profile, "source", None) if profile else None})
+    return timing, machine

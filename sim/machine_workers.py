@@ -1,0 +1,393 @@
+"""Workers that simulate what the runtime does on a machine (docs/simulator.md, "Attempt models" and
+"The machine model"); the paper's idealised workers are in :mod:`leashed.sim.processes`.
+
+* ``leashed`` with the **runtime attempt model** (the default): an attempt copies the latest vector and
+  applies the gradient chunk by chunk, and is abandoned as soon as its base vector is replaced, as the
+  runtime's ``axpy_while_latest`` does: at the competing commit, it ends at the next of its
+  ``copy_chunks`` chunk boundaries (or at once, ``copy_chunks = 0``), and a retry starts then. The
+  paper's model (papers.md §2.1: every failed attempt costs its full U) is ``attempt_model="paper"``.
+  A sparse attempt can be abandoned during its copy only (the runtime applies the K pairs unchecked).
+* every worker here runs its phases on the :class:`~leashed.sim.machine.Scheduler` of the machine when
+  threads outnumber cores (a phase of x CPU seconds ends at ``end_of(j, now, x)``), draws a leashed
+  attempt's time from the remote law when the latest vector was written by another thread, stretches a
+  copy by the machine's bandwidth factor and slows a gradient while other threads copy its vector
+  (:class:`~leashed.sim.machine.Machine`).
+
+Rescheduling a sleeping worker (abandonment, a slowed gradient) detaches the worker from the timeout it
+waits on and attaches it to a new one (SimPy's own ``Process.interrupt`` does the same, but raises into
+the generator); the stale timeout still fires, with nobody waiting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from leashed.sim.processes import Gen, Shared, Timeout, _gradient
+
+__all__ = ["MACHINE_WORKERS", "MachineState", "leashed_abandoning_worker", "leashed_runtime_worker"]
+
+
+class MachineState:
+    """Per-run state of the machine-aware workers, hung on ``Shared.machine_state``."""
+
+    __slots__ = ("sched", "machine", "procs", "remote", "writer", "attempting", "computing", "copies",
+                 "chunks", "abandon_whole")
+
+    def __init__(self, machine: Any, sched: Any, remote: list[Iterator[float]] | None, chunks: int,
+                 abandon_whole: bool) -> None:
+        self.machine = machine
+        self.sched = sched
+        self.procs: list[Any] = []
+        self.remote = remote            # per worker: remote-attempt time draws (None: the update law)
+        self.writer = -1                # the thread that wrote the latest vector (-1: the initial one)
+        #: thread -> [base version, start, cpu at start, abandonable demand, demand, event, abandoned]
+        self.attempting: dict[int, list[Any]] = {}
+        #: thread -> [base version, planned end, event]
+        self.computing: dict[int, list[Any]] = {}
+        self.copies: list[float] = []   # end instants of the copies running (bandwidth sharing)
+        self.chunks = chunks
+        self.abandon_whole = abandon_whole
+
+
+def _wait(sh: Shared, ms: MachineState, i: int, end: float) -> Timeout:
+    return Timeout(sh.env, max(end - sh.env.now, 0.0))
+
+
+def _end(ms: MachineState, i: int, start: float, demand: float) -> float:
+    sched = ms.sched
+    return start + demand if sched is None else sched.end_of(i, start, demand)
+
+
+def _retarget(sh: Shared, ms: MachineState, j: int, old: Any, when: float) -> Any:
+    """Wake worker j at ``when`` instead of when ``old`` fires; returns the new event."""
+    proc = ms.procs[j]
+    try:
+        old.callbacks.remove(proc._resume)
+    except (ValueError, AttributeError):  # already woken in this instant
+        return old
+    new = Timeout(sh.env, max(when - sh.env.now, 0.0))
+    new.callbacks.append(proc._resume)
+    proc._target = new
+    return new
+
+
+def _abandon_attempts(sh: Shared, ms: MachineState, committer: int) -> None:
+    """A commit replaced the latest vector: every other attempt in flight is doomed and stops at its next
+    chunk boundary (module docstring)."""
+    now = sh.env.now
+    sched = ms.sched
+    chunks = ms.chunks
+    for j, att in ms.attempting.items():
+        if j == committer or att[6]:
+            continue
+        _, start, cpu0, abandonable, demand, event, _ = att
+        done = (now - start) if sched is None else (sched.cpu(j, now) - cpu0)
+        if done >= abandonable:
+            continue  # past the checked part: it runs to its end and its CAS fails
+        if chunks > 0 and abandonable > 0:
+            step = demand / chunks
+            boundary = min(abandonable, math.ceil(done / step - 1e-12) * step)
+            if boundary >= abandonable:
+                continue
+        else:
+            boundary = done
+        when = (start + boundary) if sched is None else sched.wall(j, cpu0 + boundary + 1e-15)
+        att[5] = _retarget(sh, ms, j, event, max(when, now))
+        att[6] = True
+
+
+def _slow_readers(sh: Shared, ms: MachineState, copier: int, version: int, copy_end: float) -> None:
+    """Gradients computing on ``version`` are slowed by read_slowdown × the overlap with this copy."""
+    rate = ms.machine.read_slowdown
+    now = sh.env.now
+    for j, comp in ms.computing.items():
+        if j == copier or comp[0] != version:
+            continue
+        overlap = min(copy_end, comp[1]) - now
+        if overlap > 0:
+            comp[1] += rate * overlap
+            comp[2] = _retarget(sh, ms, j, comp[2], comp[1])
+            if comp[1] > sh.latest_unpin:  # its pin on the latest vector lasts longer
+                sh.latest_unpin = comp[1]
+
+
+def leashed_runtime_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float]) -> Gen:
+    """Leashed-SGD as the runtime runs it (module docstring); records and live-vector bookkeeping as
+    :func:`leashed.sim.processes.leashed_worker`."""
+    env = sh.env
+    ms: MachineState = sh.machine_state  # type: ignore[attr-defined]
+    rec = sh.rec.extend
+    vfree = sh.vfree.append
+    frac = sh.copy_fraction
+    persistence = sh.persistence
+    grad = sh.grad
+    machine = ms.machine
+    remote = ms.remote[i] if ms.remote is not None else None
+    slows = machine.read_slowdown > 0
+    shares_bandwidth = bool(machine.copy_concurrency)
+    sched = ms.sched
+    contended = sh.bus_contention > 0
+    g = None
+    while True:
+        k = sh.next_ticket
+        if k >= sh.n_total:
+            return
+        sh.next_ticket = k + 1
+        t_start = env.now
+        t0 = sh.version
+        c = next(cs)
+        end = _end(ms, i, t_start, c)
+        if grad is not None:
+            g = _gradient(sh, k, i, t0)
+        if end > sh.latest_unpin:  # the pin on t0 ends with the gradient
+            sh.latest_unpin = end
+        ev = Timeout(env, end - t_start)
+        if slows:
+            comp = [t0, end, ev]
+            ms.computing[i] = comp
+            yield ev
+            del ms.computing[i]
+        else:
+            yield ev
+        now = t_grad = env.now
+        attempts = 0
+        while True:
+            attempts += 1
+            t1 = sh.version
+            u = next(remote) if remote is not None and ms.writer not in (-1, i) else next(us)
+            if contended:
+                u = sh.contention(now, u)
+            if shares_bandwidth:
+                copies = ms.copies
+                copies[:] = [e for e in copies if e > now]
+                u *= machine.copy_factor(len(copies) + 1)
+            abandonable = u if ms.abandon_whole else u * frac
+            cpu0 = now if sched is None else sched.cpu(i, now)
+            att_end = _end(ms, i, now, u)
+            if shares_bandwidth:
+                ms.copies.append(_end(ms, i, now, u * frac))
+            if slows:
+                _slow_readers(sh, ms, i, t1, _end(ms, i, now, u * frac))
+            unpin = _end(ms, i, now, u * frac)
+            if unpin > sh.latest_unpin:
+                sh.latest_unpin = unpin
+            ev = Timeout(env, att_end - now)
+            att = [t1, now, cpu0, abandonable, u, ev, False]
+            ms.attempting[i] = att
+            yield ev
+            del ms.attempting[i]
+            now = env.now
+            if sh.version == t1:  # CAS(P, L, N) succeeds: N is published, L goes stale
+                sh.version = t1 + 1
+                ms.writer = i
+                last = sh.latest_unpin
+                vfree(last if last > now else now)
+                sh.latest_unpin = now
+                if ms.attempting:
+                    _abandon_attempts(sh, ms, i)
+                if grad is not None:
+                    grad.apply(g, t1 - t0, t1 + 1)
+                    if t1 + 1 >= sh.next_eval:
+                        sh.evaluate(t1 + 1, now)
+                rec((i, k, t0, t1, attempts, 0, t_start, t_grad, now, att[1], 0.0))
+                break
+            if attempts > persistence:  # T_p + 1 failed attempts: drop the gradient
+                rec((i, k, t0, -1, attempts, 1, t_start, t_grad, now, att[1], 0.0))
+                break
+
+
+def _abandon_ideal(sh: Shared, ms: MachineState, committer: int) -> None:
+    """:func:`_abandon_attempts` on the ideal machine (every thread on its own core)."""
+    now = sh.env.now
+    chunks = ms.chunks
+    procs = ms.procs
+    together = None  # continuous checking: every doomed attempt ends now, on one shared event
+    for j, att in ms.attempting.items():
+        if j == committer or att[3]:
+            continue
+        start, abandonable, event = att[0], att[1], att[2]
+        done = now - start
+        if done >= abandonable:
+            continue
+        if chunks > 0:
+            step = att[4] / chunks
+            boundary = math.ceil(done / step - 1e-12) * step
+            if boundary >= abandonable:
+                continue
+            att[2] = _retarget(sh, ms, j, event, start + boundary if start + boundary > now else now)
+        else:
+            proc = procs[j]
+            try:
+                event.callbacks.remove(proc._resume)
+            except (ValueError, AttributeError):
+                continue
+            if together is None:
+                together = Timeout(sh.env, 0.0)
+            together.callbacks.append(proc._resume)
+            proc._target = together
+            att[2] = together
+        att[3] = True
+
+
+def leashed_abandoning_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float]) -> Gen:
+    """:func:`leashed_runtime_worker` on the ideal machine: the runtime attempt model alone, lean (the
+    simulator's speed targets hold with it; docs/simulator.md)."""
+    env = sh.env
+    ms: MachineState = sh.machine_state  # type: ignore[attr-defined]
+    attempting = ms.attempting
+    rec = sh.rec.extend
+    vfree = sh.vfree.append
+    frac = sh.copy_fraction
+    persistence = sh.persistence
+    contended = sh.bus_contention > 0
+    whole = ms.abandon_whole
+    grad = sh.grad
+    g = None
+    while True:
+        k = sh.next_ticket
+        if k >= sh.n_total:
+            return
+        sh.next_ticket = k + 1
+        t_start = env.now
+        t0 = sh.version
+        c = next(cs)
+        unpin = t_start + c
+        if unpin > sh.latest_unpin:
+            sh.latest_unpin = unpin
+        if grad is not None:
+            g = _gradient(sh, k, i, t0)
+        yield Timeout(env, c)
+        now = t_grad = env.now
+        attempts = 0
+        while True:
+            attempts += 1
+            t1 = sh.version
+            u = next(us)
+            if contended:
+                u = sh.contention(now, u)
+            unpin = now + u * frac
+            if unpin > sh.latest_unpin:
+                sh.latest_unpin = unpin
+            ev = Timeout(env, u)
+            att = [now, u if whole else u * frac, ev, False, u]
+            attempting[i] = att
+            yield ev
+            del attempting[i]
+            started = att[0]
+            now = env.now
+            if sh.version == t1:
+                sh.version = t1 + 1
+                last = sh.latest_unpin
+                vfree(last if last > now else now)
+                sh.latest_unpin = now
+                if attempting:
+                    _abandon_ideal(sh, ms, i)
+                if grad is not None:
+                    grad.apply(g, t1 - t0, t1 + 1)
+                    if t1 + 1 >= sh.next_eval:
+                        sh.evaluate(t1 + 1, now)
+                rec((i, k, t0, t1, attempts, 0, t_start, t_grad, now, started, 0.0))
+                break
+            if attempts > persistence:
+                rec((i, k, t0, -1, attempts, 1, t_start, t_grad, now, started, 0.0))
+                break
+
+
+def hogwild_machine_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float]) -> Gen:
+    """HOGWILD! (as :func:`leashed.sim.processes.hogwild_worker`) with its phases on the machine."""
+    env = sh.env
+    ms: MachineState = sh.machine_state  # type: ignore[attr-defined]
+    rec = sh.rec.extend
+    frac = sh.copy_fraction
+    grad = sh.grad
+    while True:
+        k = sh.next_ticket
+        if k >= sh.n_total:
+            return
+        sh.next_ticket = k + 1
+        t_start = env.now
+        t0 = sh.version
+        u = next(us)
+        uc = u * frac
+        g = _gradient(sh, k, i, t0) if grad is not None else None
+        yield _wait(sh, ms, i, _end(ms, i, t_start, uc + next(cs)))
+        now = env.now
+        t1 = sh.version
+        sh.version = t1 + 1
+        if grad is not None:
+            grad.apply(g, t1 - t0, t1 + 1)
+            if t1 + 1 >= sh.next_eval:
+                sh.evaluate(t1 + 1, now)
+        end = _end(ms, i, now, u - uc)
+        rec((i, k, t0, t1, 1, 0, t_start, now, end, now, 0.0))
+        if end > now:
+            yield _wait(sh, ms, i, end)
+
+
+def seq_machine_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float]) -> Gen:
+    """SEQ with its update on the machine (background load stretches it)."""
+    env = sh.env
+    ms: MachineState = sh.machine_state  # type: ignore[attr-defined]
+    rec = sh.rec.extend
+    grad = sh.grad
+    while True:
+        k = sh.next_ticket
+        if k >= sh.n_total:
+            return
+        sh.next_ticket = k + 1
+        t_start = env.now
+        c = next(cs)
+        u = next(us)
+        g = _gradient(sh, k, i, sh.version) if grad is not None else None
+        t_grad = _end(ms, i, t_start, c)
+        yield _wait(sh, ms, i, _end(ms, i, t_grad, u))
+        v = sh.version
+        sh.version = v + 1
+        if grad is not None:
+            grad.apply(g, 0, v + 1)
+            if v + 1 >= sh.next_eval:
+                sh.evaluate(v + 1, env.now)
+        rec((i, k, v, v, 1, 0, t_start, t_grad, env.now, t_grad, 0.0))
+
+
+def lock_machine_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float]) -> Gen:
+    """LOCK (as :func:`leashed.sim.processes.lock_worker`, FIFO mutex) with the holder's phases on the
+    machine: a lock holder that is descheduled keeps the lock (module docstring of sim.machine)."""
+    env = sh.env
+    ms: MachineState = sh.machine_state  # type: ignore[attr-defined]
+    rec = sh.rec.extend
+    frac = sh.copy_fraction
+    grad = sh.grad
+    while True:
+        k = sh.next_ticket
+        if k >= sh.n_total:
+            return
+        sh.next_ticket = k + 1
+        now = env.now
+        u = next(us)
+        uc = u * frac
+        s = max(sh.free_at, now)
+        read_end = _end(ms, i, s, uc)
+        sh.free_at = read_end
+        t0 = sh.vserial
+        g = _gradient(sh, k, i, t0) if grad is not None else None
+        yield _wait(sh, ms, i, _end(ms, i, read_end, next(cs)))
+        t_grad = env.now
+        s = max(sh.free_at, t_grad)
+        t1 = sh.vserial
+        sh.vserial = t1 + 1
+        end = _end(ms, i, s, u - uc)
+        sh.free_at = end
+        if grad is not None:
+            grad.apply(g, t1 - t0, t1 + 1)
+            if t1 + 1 >= sh.next_eval:
+                sh.evaluate(t1 + 1, end)
+        rec((i, k, t0, t1, 1, 0, now, t_grad, end, read_end, s))
+        yield _wait(sh, ms, i, end)
+
+
+#: algorithm -> worker that runs on a machine model; an algorithm without one refuses a machine model
+MACHINE_WORKERS = {"seq": seq_machine_worker, "lock": lock_machine_worker, "hogwild": hogwild_machine_worker,
+                   "leashed": leashed_runtime_worker}

@@ -1,0 +1,71 @@
+"""Calibration from runtime results (leashed.sim.calibration): completed attempts split by who wrote the
+copied vector, the closest run's compute times, the machine the runs recorded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from simtest_helpers import spec_of
+
+from leashed.errors import SpecError
+from leashed.sim.calibration import attempt_times, calibrate
+from leashed.sim.machine import Machine
+from leashed.sim.simulate import run_simulation
+from leashed.sim.timing import Constant, Gamma, TimingModel
+
+
+def _as_runtime(result, machine: dict | None = None):
+    """A simulated result relabelled as a runtime one (known laws in, calibration must find them)."""
+    metadata = {"machine": machine} if machine else {}
+    return result.replace(source="runtime", metadata=metadata)
+
+
+def _run(m: int, seed: int = 0, n: int = 4000):
+    timing = TimingModel(Gamma(250e-6, 0.1), Constant(10e-6), update_remote=Constant(30e-6))
+    spec = spec_of("leashed", m, n, "const:1", "const:1", seed=seed)
+    return run_simulation(spec, timing, metadata=False).result
+
+
+def test_attempt_times_split_local_and_remote():
+    pools = attempt_times(_run(2))
+    assert len(pools["local"]) > 0 and len(pools["remote"]) > 0
+    assert np.allclose(pools["local"], 10e-6) and np.allclose(pools["remote"], 30e-6)
+    one = attempt_times(_run(1))
+    assert len(one["remote"]) == 0 and np.allclose(one["local"], 10e-6)
+
+
+def test_calibrate_recovers_the_laws_and_the_machine():
+    r1 = _as_runtime(_run(1), {"usable_cores": 2, "background_load_cores": 0.1})
+    r2 = _as_runtime(_run(2), {"usable_cores": 2, "background_load_cores": 0.3})
+    timing, machine = calibrate([r1, r2], ["m1.npz", "m2.npz"], 4)
+    assert timing.update.mean == pytest.approx(10e-6) and timing.update_remote.mean == pytest.approx(30e-6)
+    assert timing.notes["compute_from"] == "m2.npz"  # concurrency min(4, 2 cores) = 2
+    assert machine.cores == 2 and machine.background_load == pytest.approx(0.2)
+    _, one = calibrate([r1, r2], ["m1.npz", "m2.npz"], 1)
+    assert one.cores == 2
+    t1, _ = calibrate([r1, r2], ["m1.npz", "m2.npz"], 1)
+    assert t1.notes["compute_from"] == "m1.npz"
+    _, quiet = calibrate([r1, r2], ["m1.npz", "m2.npz"], 4, ignore_load=True)
+    assert quiet.background_load == 0.0
+    _, forced = calibrate([r1, r2], ["m1.npz", "m2.npz"], 4, cores=16)
+    assert forced.cores == 16
+
+
+def test_a_prediction_from_the_recovered_laws_matches_the_source():
+    # calibrated from m = 1, 2 of a known model, the prediction of m = 2 reproduces its throughput
+    r1, r2 = _as_runtime(_run(1)), _as_runtime(_run(2))
+    timing, machine = calibrate([r1, r2], ["a", "b"], 2)
+    spec = spec_of("leashed", 2, 4000, "const:1", "const:1", seed=9)
+    predicted = run_simulation(spec, timing, metadata=False, machine=machine).result
+    x_p, x_m = predicted.summary()["updates_per_s"], r2.summary()["updates_per_s"]
+    assert x_p == pytest.approx(x_m, rel=0.03)
+
+
+def test_calibrate_refuses_mixed_or_simulated_inputs():
+    r2 = _run(2)
+    with pytest.raises(SpecError, match="simulator result"):
+        calibrate([r2], ["sim.npz"], 2)
+    lock = _as_runtime(run_simulation(spec_of("lock", 2, 200, "const:1", "const:0.1"), metadata=False).result)
+    with pytest.raises(SpecError, match="one algorithm"):
+        calibrate([_as_runtime(r2), lock], ["a", "b"], 2)
+    assert Machine().ideal

@@ -1,0 +1,83 @@
+"""The machine model (leashed.sim.machine): the round-robin scheduler and hand-solved runs on P < m cores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from simtest_helpers import spec_of
+
+from leashed.errors import SpecError
+from leashed.sim.machine import Machine, Scheduler
+from leashed.sim.simulate import run_simulation
+
+
+def test_scheduler_four_threads_on_two_cores():
+    # slot s = [s, s+1): threads 0, 1 run in even slots, 2, 3 in odd ones
+    s = Scheduler(4, 2, 1.0)
+    assert s.slots == [[0], [0], [1], [1]] and s.period == 2 and s.runs == 1
+    assert [s.cpu(0, t) for t in (0, 0.5, 1, 1.5, 2, 2.5, 3)] == [0, 0.5, 1, 1, 1, 1.5, 2]
+    assert [s.cpu(2, t) for t in (0, 0.5, 1, 1.5, 2, 2.5, 3)] == [0, 0, 0, 0.5, 1, 1, 1]
+    assert [s.wall(0, c) for c in (0.5, 1, 1.5, 2)] == [0.5, 1, 2.5, 3]
+    assert [s.wall(2, c) for c in (0, 0.5, 1, 1.5)] == [1, 1.5, 2, 3.5]
+    assert s.end_of(0, 0.5, 1.0) == 2.5 and s.end_of(2, 0.0, 0.5) == 1.5
+    assert s.next_run(2, 0.25) == pytest.approx(1.0) and s.next_run(0, 0.25) == 0.25
+
+
+def test_scheduler_three_threads_on_two_cores_share_two_thirds():
+    s = Scheduler(3, 2, 0.5)
+    assert s.period == 3 and s.runs == 2
+    for j in range(3):
+        assert s.cpu(j, 30.0) == pytest.approx(20.0)  # 2/3 of a core each
+        for c in (0.1, 0.5, 0.7, 1.0, 3.3):
+            assert s.cpu(j, s.wall(j, c)) == pytest.approx(c)
+
+
+def test_hogwild_four_threads_two_cores_hand_solved():
+    # C = 0.5, U = 0, slice 1. W0, W1 run in [0,1): gradients end at 0.5 and 1.0, then in [2,3) at 2.5.
+    # W2, W3 run in [1,2): their first gradients (read v0) end at 1.5 with tau 4 and 5. Eight tickets.
+    spec = spec_of("hogwild", 4, 8, "const:0.5", "const:0")
+    s = run_simulation(spec, metadata=False, machine=Machine(cores=2, time_slice_s=1.0))
+    u = s.result.updates
+    assert u.t_grad.tolist() == [0.5, 0.5, 1.0, 1.0, 1.5, 1.5, 2.5, 2.5]
+    assert u.thread.tolist() == [0, 1, 0, 1, 2, 3, 0, 1]
+    assert u.staleness.tolist() == [0, 1, 1, 1, 4, 5, 3, 3]
+    assert s.result.totals["wall_time_s"] == 2.5
+    assert s.result.extra["machine"]["applied"] is True
+
+
+def test_background_thread_takes_its_share():
+    # seq alone, then seq with one busy phantom on one core: every phase runs at half speed
+    spec = spec_of("seq", 1, 100, "const:0.3", "const:0.1")
+    alone = run_simulation(spec, metadata=False, machine=Machine(cores=1)).result
+    loaded = run_simulation(spec, metadata=False, machine=Machine(cores=1, background_load=1.0,
+                                                                    time_slice_s=0.05)).result
+    assert alone.totals["wall_time_s"] == pytest.approx(40.0)
+    assert loaded.totals["wall_time_s"] == pytest.approx(80.0, rel=0.01)
+
+
+def test_leashed_on_fewer_cores_keeps_the_throughput_of_the_cores():
+    # m = 4 on 2 cores: throughput is that of 2 threads (both cores busy), not of 4
+    base = dict(compute="gamma:mean=250us,cv=0.1", update="const:20us")
+    two = run_simulation(spec_of("leashed", 2, 6000, base["compute"], base["update"]), metadata=False,
+                         machine=Machine(cores=2)).result
+    four = run_simulation(spec_of("leashed", 4, 6000, base["compute"], base["update"]), metadata=False,
+                          machine=Machine(cores=2)).result
+    ideal = run_simulation(spec_of("leashed", 4, 6000, base["compute"], base["update"]),
+                           metadata=False).result
+    x2, x4, xi = (r.summary()["updates_per_s"] for r in (two, four, ideal))
+    assert x4 == pytest.approx(x2, rel=0.05)
+    assert xi > 1.7 * x4
+    tau = four.staleness
+    assert np.percentile(tau, 99.5) > 2 * np.percentile(ideal.staleness, 99.5)  # descheduled windows
+
+
+def test_machine_validation():
+    for bad in (dict(cores=0), dict(cores=-2), dict(time_slice_s=0), dict(background_load=-1),
+                dict(read_slowdown=float("nan")), dict(copy_concurrency=(1.0, 0.0))):
+        with pytest.raises(SpecError):
+            Machine(**bad)
+    assert Machine().ideal and not Machine(cores=2).ideal
+    m = Machine(cores=4, copy_concurrency=(1.0, 1.5, 2.0, 2.5), calibrated_concurrency=2)
+    assert m.copy_factor(1) == 1.0 and m.copy_factor(2) == 1.0
+    assert m.copy_factor(4) == pytest.approx(2.5 / 1.5)
+    assert Machine.from_description(m.describe()) == m

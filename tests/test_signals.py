@@ -1,0 +1,207 @@
+"""SIGINT and SIGTERM at seeded random instants into train, simulate and demo (docs/errors.md, "Signals").
+
+The promise: exit 130 (SIGINT) or 143 (SIGTERM); a valid results file whenever the signal came after
+training (or simulating) had started its loop; never a ``.tmp`` file left behind. Most instants are sent
+in-process (``leashed.cli.main`` in the main thread, the signal from a timer thread, so no interpreter
+start-up per instant); a few into real processes, including a second signal that aborts.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from leashed import cli
+from leashed.results import RunResult
+
+COUNTS = {"instants": 0, "broken": 0}
+TRAIN = ["train", "--model", "mlp", "--hidden", "16", "--updates", "400", "--evaluations", "10", "--quiet"]
+SIMULATE = ["simulate", "--threads", "4", "--compute-time", "exp:mean=1ms", "--update-time", "const:50us",
+            "--quiet", "--updates", "60000"]
+BIG_SIMULATE = [*SIMULATE[:-1], "5000000", "--out", "s.npz"]
+
+
+@pytest.fixture
+def quiet_signals():
+    """A no-op handler outside ``main`` so that a signal arriving just after it returned is harmless."""
+    old = {s: signal.signal(s, lambda *a: None) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, h in old.items():
+        signal.signal(s, h)
+
+
+def _temporaries(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.name]
+
+
+def _signal_main(argv: list[str], sig: int, delay: float, marks: dict[str, float]) \
+        -> tuple[int, float, float]:
+    """Run ``cli.main(argv)`` and send ``sig`` to this process after ``delay`` s; (status, sent, ended)."""
+    sent: list[float] = []
+
+    def fire() -> None:
+        sent.append(time.perf_counter())
+        os.kill(os.getpid(), sig)
+
+    start = time.perf_counter()
+    timer = threading.Timer(delay, fire)
+    timer.start()
+    try:
+        status = cli.main(argv)
+    finally:
+        ended = time.perf_counter()
+        timer.cancel()
+        timer.join()
+    time.sleep(0.01)
+    return status, (sent[0] - start) if sent else float("inf"), ended - start
+
+
+def _loop_started(monkeypatch, module: str, name: str, marks: dict[str, float]) -> None:
+    """Record (relative to the run's start) when ``module.name`` is entered: the loop starts after it."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    original = getattr(mod, name)
+
+    def wrapped(*args, **kwargs):
+        marks.setdefault("loop", time.perf_counter())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mod, name, wrapped)
+
+
+def _check(status: int, sig: int, sent: float, ended: float, loop: float | None, out: Path,
+           folder: Path) -> None:
+    COUNTS["instants"] += 1
+    ok = True
+    if sent < ended - 0.02:  # delivered while the command ran
+        ok &= status == 128 + sig
+        if loop is not None and sent > loop + 0.02:
+            ok &= out.exists()
+    else:
+        ok &= status in (0, 128 + sig)
+    if out.exists():
+        RunResult.load(out)  # valid
+    ok &= not _temporaries(folder)
+    if not ok:
+        COUNTS["broken"] += 1
+    assert ok, (status, sig, sent, ended, loop, out.exists(), _temporaries(folder))
+
+
+def _instants(command: list[str], tmp_path: Path, monkeypatch, n: int, seed: int, hook: tuple[str, str],
+              extra: list[str] | None = None) -> None:
+    rng = random.Random(seed)
+    monkeypatch.chdir(tmp_path)
+    marks: dict[str, float] = {}
+    _loop_started(monkeypatch, *hook, marks)
+    t0 = time.perf_counter()
+    assert cli.main([*command, "--out", "warm.npz"]) == 0  # warm caches; measure the length of a run
+    length = time.perf_counter() - t0
+    for i in range(n):
+        sig = (signal.SIGINT, signal.SIGTERM)[i % 2]
+        out = tmp_path / f"run{i}.npz"
+        argv = [*command, *(extra if extra and i % 3 == 0 else []), "--out", out.name]
+        marks.clear()
+        start = time.perf_counter()
+        status, sent, ended = _signal_main(argv, sig, rng.uniform(0, 1.1 * length), marks)
+        loop = marks["loop"] - start if "loop" in marks else None
+        _check(status, sig, sent, ended, loop, out, tmp_path)
+
+
+def test_train_keeps_what_was_measured_at_random_instants(tmp_path, monkeypatch, quiet_signals):
+    _instants(TRAIN, tmp_path, monkeypatch, 14, seed=1, hook=("leashed.runtime._workers", "Run"),
+              extra=["--plot", "p.png"])
+
+
+def test_simulate_saves_its_partial_result_at_random_instants(tmp_path, monkeypatch, quiet_signals):
+    _instants(SIMULATE, tmp_path, monkeypatch, 12, seed=2, hook=("leashed.sim.simulate", "_run"))
+
+
+def test_signal_during_the_save_keeps_the_completed_run(tmp_path, monkeypatch, quiet_signals):
+    """The first signal inside write_atomic is only noted: the file is complete, the status is 143."""
+    from leashed import results
+
+    monkeypatch.chdir(tmp_path)
+    original = results.write_atomic
+
+    def slow(path, fill):
+        def filled(fh):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            fill(fh)
+        return original(path, filled)
+
+    monkeypatch.setattr(results, "write_atomic", slow)
+    status = cli.main([*TRAIN, "--out", "saved.npz"])
+    COUNTS["instants"] += 1
+    assert status == 143
+    result = RunResult.load(tmp_path / "saved.npz")
+    assert result.totals["updates_applied"] == 400  # training had finished: nothing lost
+    assert not _temporaries(tmp_path)
+
+
+def test_demo_stops_at_the_interrupted_step(tmp_path, monkeypatch, quiet_signals):
+    monkeypatch.chdir(tmp_path)
+    rng = random.Random(3)
+    for i, sig in enumerate((signal.SIGINT, signal.SIGTERM, signal.SIGINT)):
+        out = tmp_path / f"demo{i}"
+        status, sent, ended = _signal_main(["demo", "--quick", "--out", str(out)], sig,
+                                           rng.uniform(0.2, 6.0), {})
+        COUNTS["instants"] += 1
+        ok = status == 128 + sig if sent < ended else status in (0, 128 + sig)
+        ok &= not _temporaries(tmp_path)
+        for path in (out / "runs").glob("*.npz") if out.exists() else ():
+            RunResult.load(path)
+        if not ok:
+            COUNTS["broken"] += 1
+        assert ok, (status, sig, sent, ended)
+
+
+def _process(argv: list[str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "leashed", *argv], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _wait_for_loop(proc: subprocess.Popen[str], seconds: float) -> None:
+    time.sleep(seconds)
+    assert proc.poll() is None, proc.communicate()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_real_processes_exit_130_or_143_and_save(tmp_path, sig):
+    proc = _process(BIG_SIMULATE, tmp_path)
+    _wait_for_loop(proc, 3.0)  # start-up is about 1-2 s: the step loop runs
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    COUNTS["instants"] += 1
+    assert proc.returncode == 128 + sig, err
+    assert "Traceback" not in err
+    assert RunResult.load(tmp_path / "s.npz").totals["interrupted"] is True
+    assert not _temporaries(tmp_path)
+
+
+def test_a_second_signal_aborts_and_leaves_no_temporary(tmp_path):
+    proc = _process(BIG_SIMULATE, tmp_path)
+    _wait_for_loop(proc, 3.0)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    COUNTS["instants"] += 2
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert not _temporaries(tmp_path)
+
+
+def test_report_counts():
+    print(f"\nsignals: {COUNTS['instants']} instants signalled, promise broken {COUNTS['broken']} times")
+    assert COUNTS["broken"] == 0
