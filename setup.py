@@ -22,7 +22,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-ROOT = Path(__file__).parent
+ROOT = Path(__file__).resolve().parent  # absolute: pip's build backends may give a relative __file__
 PACKAGES = {"models": "leashed.models", "runtime": "leashed.runtime", "sim": "leashed.sim",
             "analysis": "leashed.analysis"}
 only = {p for p in os.environ.get("LEASHED_BUILD_ONLY", "").split(",") if p}
@@ -36,8 +36,8 @@ def cython_include_tree() -> str:
     (top / "__init__.py").touch()
     for folder in PACKAGES:
         link = top / folder
-        if not link.is_symlink():
-            if link.exists():
+        if not (link.is_symlink() and link.resolve() == (ROOT / folder).resolve()):
+            if link.is_symlink() or link.exists():  # a stale or broken link (another checkout, relative)
                 link.unlink()
             link.symlink_to(ROOT / folder, target_is_directory=True)
     return str(top.parent)

@@ -64,9 +64,25 @@ def wrap_title(text: str, width_in: float, scale: float = 1.0) -> str:
     return "\n".join(textwrap.wrap(text, max(int(width_in * 9.0 / scale), 20))) or text
 
 
+def _plain_log_ticks(fig: Figure) -> None:
+    """Log-scale tick labels as plain text (``0.1``, ``8``): matplotlib's default labels are mathtext
+    (``$\\mathdefault{10^{-1}}$``), shown raw when the CLI turns mathtext off (leashed/schema.py)."""
+    from matplotlib import ticker
+
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() != "log":
+                continue
+            base = float(getattr(axis.get_transform(), "base", 10.0))
+            axis.set_major_formatter(ticker.LogFormatter(base=base))
+            axis.set_minor_formatter(ticker.LogFormatter(base=base, labelOnlyBase=False,
+                                                         minor_thresholds=(1, 0.4)))
+
+
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Write ``fig`` atomically; the suffix (.png or .svg) selects the format."""
     path = check_plot_path(path)
+    _plain_log_ticks(fig)
     return write_atomic(path, lambda fh: fig.savefig(fh, format=path.suffix.lower()[1:], dpi=_DPI))
 
 
@@ -214,10 +230,10 @@ def plot_staleness(results: Any, path: str | os.PathLike[str], *, fits: Sequence
         labels = (run_labels(items) if all(hasattr(r, "spec") for r in items)
                   else [f"run {i + 1}" for i in range(len(items))])
     n = max(len(items), 1)
-    cols = min(n, 3)
+    cols = min(n, 2)  # two panels a row: their legends stay readable in a 1,200 px page
     rows = math.ceil(n / cols)
-    width = 4.6 * cols + 0.6
-    fig = _new_figure(width, 3.8 * rows + 0.7)
+    width = 5.4 * cols + 0.6
+    fig = _new_figure(width, 3.6 * rows + 0.7)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
     for i, ax in enumerate(axes):
         if i >= len(items):
@@ -225,7 +241,7 @@ def plot_staleness(results: Any, path: str | os.PathLike[str], *, fits: Sequence
             continue
         h = hists[i]
         total = h.sum()
-        ax.set_title(wrap_title(labels[i], 4.4, 0.85), fontsize="medium")
+        ax.set_title(wrap_title(labels[i], 5.2, 0.85), fontsize="medium")
         ax.set_xlabel("staleness τ (updates)")
         ax.set_ylabel("fraction of committed updates")
         ax.grid(True, alpha=0.3)
@@ -351,6 +367,9 @@ def plot_attempts(results: Any, path: str | os.PathLike[str], *, title: str | No
                label=f"{label} (dropped {100 * dropped:.2g}%)")
         drawn += 1
     ax.set_xlabel("CAS attempts per gradient")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("fraction of gradients")
     ax.set_yscale("log")
     ax.grid(True, alpha=0.3)

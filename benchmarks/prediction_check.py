@@ -10,8 +10,10 @@
 
 Prints one table (predicted and measured throughput, CAS failure fraction, staleness mean, TV and the
 verdicts) and writes it with the files into ``--out``. With ``--busy-core``, a busy loop pinned to core 0
-runs during the calibration and target runs (the loaded-machine check), and the table adds the
-prediction that ignores the recorded load (``--ignore-load``).
+runs during the target runs only (the loaded-machine check: the calibration runs and ``leashed calibrate``
+stay quiet): the calibrated prediction then takes the background load the target run recorded
+(``--background-load``, from its ``metadata["machine"]``; an input measured beside the run, not fitted
+to what is predicted), and the table adds the same prediction without it.
 
 Usage::
 
@@ -101,14 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     print(f"prediction check: {load_note()}", flush=True)
+    machine = out / "machine.json"
+    _leashed("calibrate", "--out", str(machine))
+    calibration = [_train(out, 1, 100, args.epochs, args.dataset), _train(out, 2, 101, args.epochs,
+                                                                            args.dataset)]
     busy = _busy_loop(0) if args.busy_core else None
     try:
         if busy is not None:
             time.sleep(0.5)
-        machine = out / "machine.json"
-        _leashed("calibrate", "--out", str(machine))
-        calibration = [_train(out, 1, 100, args.epochs, args.dataset), _train(out, 2, 101, args.epochs,
-                                                                                args.dataset)]
         targets = {m: _train(out, m, 0, args.epochs, args.dataset) for m in threads}
     finally:
         if busy is not None:
@@ -118,15 +120,21 @@ def main(argv: list[str] | None = None) -> int:
     table = Table("calibrated predictions against the runtime (leashed, MNIST MLP, batch 64)",
                   ["m", "variant", "X pred", "X meas", "X", "CAS pred", "CAS meas", "CAS", "tau pred",
                    "tau meas", "TV", "TV verdict", "overall"])
-    variants = [("calibrated", ("--machine", str(machine)))]
-    if busy is not None:
-        variants.append(("ignoring load", ("--machine", str(machine), "--ignore-load")))
-    if not args.no_control:
-        variants.append(("wrong: --cores 16", ("--machine", str(machine), "--cores", "16")))
+    from leashed.results import RunResult
+
     rows = []
     for m in threads:
+        variants: list[tuple[str, tuple[str, ...]]] = [("calibrated", ("--machine", str(machine)))]
+        if args.busy_core:
+            record = RunResult.load(targets[m]).metadata.get("machine") or {}
+            load = float(record.get("background_load_cores") or 0.0)
+            variants = [(f"recorded load {load:.2f}", ("--machine", str(machine), "--background-load",
+                                                       f"{load:.3f}")),
+                        ("load ignored", ("--machine", str(machine), "--ignore-load"))]
+        if not args.no_control:
+            variants.append(("wrong: --cores 16", ("--machine", str(machine), "--cores", "16")))
         for name, extra in variants:
-            tag = name.split(":")[0].replace(" ", "-")
+            tag = name.split(":")[0].split(" ")[0] + ("-ignored" if "ignored" in name else "")
             comparison = _compare(out, _predict(out, tag, m, calibration, *extra), targets[m])
             pair = comparison["pairs"][0]
             xp, xm, xv = _cell(pair, "throughput")

@@ -347,8 +347,9 @@ def plot_curves(curves: Sequence[Curve], path: Path, target_loss: float | None =
         if target_loss is not None:
             ax.axhline(target_loss, color="grey", linestyle=":", linewidth=1)
         ax.set_title(f"batch {batch}, {workers} worker(s)", fontsize="medium")
-    return save_loss_panels(fig, axes, len(panels), "training loss (10k rows)",
-                            "leashed vs PyTorch Hogwild: training loss vs wall time", path)
+    title = ("leashed vs PyTorch Hogwild: training loss vs wall time" if "pytorch" in impls else
+             f"{', '.join(impls)} (leashed's own; PyTorch not installed): training loss vs wall time")
+    return save_loss_panels(fig, axes, len(panels), "training loss (10k rows)", title, path)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,8 @@ are live?" -- instead of testing its name. The engines' implementations are name
 (``module:attribute``) and resolved lazily, so importing the registry imports no engine; a test resolves
 every path (:func:`check_registry`), so a missing piece fails loudly instead of silently defaulting.
 
-The algorithms come from docs/papers.md: §2 (SEQ, SYNC, LOCK, HOGWILD!), §2.1 (Leashed-SGD).
+The algorithms come from docs/papers.md: §2 (SEQ, SYNC, LOCK, HOGWILD!), §2.1 (Leashed-SGD); ``seqlock``
+(docs/seqlock.md) was added through this registry alone, as the proof that one entry is enough.
 
 Adding an algorithm: add an :class:`Algorithm` entry to ``_ENTRIES`` with its traits and the paths of its
 implementations, then write those implementations; help texts and the docs table are generated from the
@@ -127,6 +128,11 @@ _ENTRIES = (
               runtime_loop="leashed.runtime._workers:LOOP_LEASHED",
               sim_worker="leashed.sim.processes:leashed_worker",
               reference="leashed.runtime.reference:_leashed"),
+    Algorithm("seqlock", 5, "seqlock AsyncSGD: lock-free consistent snapshots, in-place apply under a spin lock",
+              "docs/seqlock.md", asynchronous=True, live_vectors_constant=lambda m: m + 1, dense_copy=True,
+              runtime_loop="leashed.runtime._workers:LOOP_SEQLOCK",
+              sim_worker="leashed.sim.processes:seqlock_worker",
+              reference="leashed.runtime.reference:_seqlock"),
 )
 
 _BY_NAME = {a.name: a for a in _ENTRIES}

@@ -73,6 +73,33 @@ def run(args: argparse.Namespace) -> int:
         return stop.status
 
 
+def _held_out_prediction(runs: Path, one: Path, machine: Path, args: argparse.Namespace,
+                         *extra: str) -> Path:
+    """The prediction of the measured setting from the one-thread run and the machine file only: it is
+    never calibrated from the run it is compared with (docs/simulator.md, "Calibrated predictions")."""
+    suffix = "-loaded" if extra else ""
+    path = runs / f"sim-leashed-m{args.threads}{suffix}.npz"
+    _command(["simulate", "--calibrate-from", str(one), "--machine", str(machine), "--threads",
+              str(args.threads), "--seed", str(args.seed), *extra, "--out", str(path)])
+    return path
+
+
+def _loaded_note(result: object, one: Path, machine: Path, runs: Path, out: Path,
+                 args: argparse.Namespace) -> None:
+    """On a loaded machine, say so, and compare the prediction that accounts for the measured run's load."""
+    from leashed.machine import machine_loaded
+
+    record = (getattr(result, "metadata", {}) or {}).get("machine") or {}
+    if not machine_loaded(record):
+        return
+    load = float(record.get("background_load_cores") or 0.0)
+    print(f"      the machine was loaded during the measured run: other processes took {load:.2f} cores' "
+          f"worth (`leashed inspect`); the prediction for that load:", flush=True)
+    loaded = _held_out_prediction(runs, one, machine, args, "--background-load", f"{load:.3f}")
+    _command(["compare", str(loaded), str(runs / f"train-leashed-m{args.threads}.npz"),
+              "--out", str(out / "compare-loaded")])
+
+
 def _run_steps(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise LeashedError(f"--threads must be at least 1, not {args.threads}")
@@ -101,28 +128,34 @@ def _run_steps(args: argparse.Namespace) -> int:
     curves = plot_training([RunResult.load(p) for p in trained], out / "training.png")
     print(f"      training curves: {curves}", flush=True)
 
-    print(f"[2/5] simulating m = {', '.join(map(str, PREDICT_THREADS))} calibrated from the leashed run",
-          flush=True)
+    print(f"[2/5] simulating m = {', '.join(map(str, PREDICT_THREADS))} on this machine, calibrated from "
+          f"a one-thread leashed run and `leashed calibrate`", flush=True)
     measured = trained[0]
+    machine = out / "machine.json"
+    _command(["calibrate", *(["--quick"] if args.quick else []), "--out", str(machine)])
+    one = runs / "calibrate-leashed-m1.npz"
+    _command(["train", "--algorithm", "leashed", "--threads", "1", *common, "--evaluations", "0",
+              "--seed", str(args.seed + 100), "--out", str(one)])
+    held_out = _held_out_prediction(runs, one, machine, args)
     predicted = []
-    for m in PREDICT_THREADS:
-        path = runs / f"sim-leashed-m{m}.npz"
-        _command(["simulate", "--calibrate-from", str(measured), "--threads", str(m), "--seed",
-                  str(args.seed), "--out", str(path)])
+    for m in PREDICT_THREADS:  # the other thread counts may use every run made here
+        path = held_out if m == args.threads else runs / f"sim-leashed-m{m}.npz"
+        if m != args.threads:
+            _command(["simulate", "--calibrate-from", str(one), "--calibrate-from", str(measured),
+                      "--machine", str(machine), "--threads", str(m), "--seed", str(args.seed),
+                      "--out", str(path)])
         predicted.append(path)
 
     print("[3/5] fitting staleness models", flush=True)
     _command(["fit", *map(str, trained + predicted), "--out", str(out / "fit.json"),
               "--plot", str(out / "fit.png")])
 
-    print(f"[4/5] comparing predicted with measured at m = {args.threads}", flush=True)
-    by_threads = dict(zip(PREDICT_THREADS, predicted, strict=True))
-    pair = by_threads.get(args.threads)
-    if pair is None:
-        pair = runs / f"sim-leashed-m{args.threads}.npz"
-        _command(["simulate", "--calibrate-from", str(measured), "--threads", str(args.threads),
-                  "--seed", str(args.seed), "--out", str(pair)])
-    _command(["compare", str(pair), str(measured), "--out", str(out / "compare")])
+    print(f"[4/5] comparing the prediction of m = {args.threads} (calibrated without that run) with the "
+          f"measured run", flush=True)
+    if held_out not in predicted:
+        predicted.append(held_out)
+    _command(["compare", str(held_out), str(measured), "--out", str(out / "compare")])
+    _loaded_note(RunResult.load(measured), one, machine, runs, out, args)
 
     print("[5/5] writing the report", flush=True)
     from leashed.analysis.report import build_report

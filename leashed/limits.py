@@ -35,7 +35,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "batch_size": (1, 2**31 - 1),
     "evaluations": (0, 100_000),
     "seed": (0, 2**63 - 1),
-    "lr": (0, 1e12),
+    "lr": (0, math.inf),  # finite; a huge step diverges (docs/errors.md "Divergence")
     "copy_fraction": (0, 1),
     "bus_contention": (0, 1e6),
     "sparse_update_factor": (0, 1),
@@ -78,17 +78,30 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+#: the words the spec's own messages use for an option (leashed/spec.py)
+_WORDS = {"lr": "learning rate", "batch_size": "batch size", "copy_fraction": "copy fraction",
+          "bus_contention": "bus contention", "sparse_update_factor": "sparse update factor",
+          "divergence_factor": "divergence factor", "hidden": "hidden layer width"}
+
+
 def _check_number(name: str, value: Any) -> None:
     lo, hi = LIMITS[name]
     if isinstance(value, bool):
         return
+    words = f"{_flag(name)}: {_WORDS.get(name, name.replace('_', ' '))}"
     if isinstance(value, float):
         if math.isnan(value) or (math.isinf(value) and name not in _MAY_BE_INF):
-            raise SpecError(f"{_flag(name)} must be a finite number, not {value}")
-    if not (value > lo if name in _OPEN_BELOW else value >= lo) or value > hi:
-        low = f"above {lo:g}" if name in _OPEN_BELOW else f"at least {lo:g}"
-        raise SpecError(f"{_flag(name)} {value!r} is out of range: it must be {low} and at most {hi:g} "
-                        f"(the largest allowed value)")
+            raise SpecError(f"{words} must be a finite number, not {value}")
+    if not (value > lo if name in _OPEN_BELOW else value >= lo):
+        if isinstance(value, int) and lo == 1:
+            kind = "a positive integer"
+        elif name in _OPEN_BELOW:
+            kind = f"a positive finite number{'' if lo == 0 else f' above {lo:g}'}"
+        else:
+            kind = f"at least {lo:g}"
+        raise SpecError(f"{words} must be {kind}, not {value!r}")
+    if value > hi:
+        raise SpecError(f"{words} {value!r} is above the largest allowed value, {hi:g}")
 
 
 def _persistence(value: Any) -> None:

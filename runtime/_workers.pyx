@@ -69,6 +69,7 @@ cdef enum:
     ALG_LOCK = 2
     ALG_HOGWILD = 3
     ALG_LEASHED = 4
+    ALG_SEQLOCK = 5
 
 cdef enum:
     POL_CONSTANT = 0
@@ -85,7 +86,7 @@ cdef enum:
     STOP_POOL_EMPTY = 3
 
 ALGORITHM_CODES = {"seq": ALG_SEQ, "sync": ALG_SYNC, "lock": ALG_LOCK, "hogwild": ALG_HOGWILD,
-                   "leashed": ALG_LEASHED}
+                   "leashed": ALG_LEASHED, "seqlock": ALG_SEQLOCK}
 POLICY_CODES = {"constant": POL_CONSTANT, "inverse": POL_INVERSE, "fleet": POL_FLEET, "tail": POL_TAIL,
                 "normalised": POL_NORMALISED}
 # The code worker_main dispatches to each loop (named by the algorithm registry, leashed/algorithms.py,
@@ -95,6 +96,7 @@ LOOP_SYNC = ALG_SYNC
 LOOP_LOCK = ALG_LOCK
 LOOP_HOGWILD = ALG_HOGWILD
 LOOP_LEASHED = ALG_LEASHED
+LOOP_SEQLOCK = ALG_SEQLOCK
 _KNOWN_ALGORITHMS = frozenset(ALGORITHM_CODES.values())
 _KNOWN_POLICIES = frozenset(POLICY_CODES.values())
 
@@ -103,7 +105,7 @@ cdef struct thread_t:
     # Written only by its own thread while the run is on; 192 bytes (three cache lines), 64-byte aligned.
     float *grad
     float *work
-    float *local          # private copy of theta (lock, hogwild)
+    float *local          # private copy of theta (lock, hogwild, seqlock)
     int64_t *rows         # the current batch's row indices (int64, as model_abi.h wants them)
     # sparsification scratch (papers.md §5), NULL when unused: mag float[d] (top-k), perm int64[d] (rand-k),
     # idx int64[k] and val float[k] (the selected pairs), memory float[d] (error memory e, zeroed)
@@ -140,6 +142,8 @@ cdef struct ctx_t:
     lsh_padded_i64 tail_count    # tail policy: staleness samples collected
     lsh_padded_i64 tail_ready    # tail policy: samples sorted, F(tau) usable
     lsh_padded_i64 snap_request  # seq, sync: 1 while the coordinator waits for a copy
+    lsh_padded_i64 seq           # seqlock: sequence counter, 2 * version, odd while a writer applies
+    lsh_padded_i64 seq_writer    # seqlock: the writers' spin lock (0 free, 1 held)
     lsh_barrier_t barrier        # sync rounds
     pthread_mutex_t mutex        # lock
     # sync round decisions, written by thread 0 between two barriers and read by all after the second
@@ -169,7 +173,7 @@ cdef struct ctx_t:
     int64_t step_table_len
     const int32_t *schedule      # [epochs, n_rows] row order; NULL: the model ignores rows (counter)
     const leashed_model_t *model
-    float *theta                 # the shared vector (seq, sync, lock, hogwild)
+    float *theta                 # the shared vector (seq, sync, lock, hogwild, seqlock)
     lsh_store_t *store           # leashed
     thread_t *threads
     int64_t t0_ns
@@ -707,6 +711,115 @@ cdef void loop_leashed(ctx_t *c, int64_t tid) noexcept nogil:
     flush(c, tid, &prev)
 
 
+cdef extern from *:
+    """
+    static inline void seqlock_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+    static inline void seqlock_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
+    """
+    void seqlock_fence_acquire() nogil
+    void seqlock_fence_release() nogil
+
+
+cdef inline int64_t seqlock_read(ctx_t *c, float *dst, int64_t *tries) noexcept nogil:
+    """Seqlock reader (docs/seqlock.md): copy theta into dst without a lock and return the even counter
+    value s of a consistent copy (the copy is version s / 2); ``tries`` counts the copies made.
+
+    Memory orders: (1) the acquire load of an even s synchronizes with the release store of s by the writer
+    that produced version s / 2 (and, through the writers' spin lock, with every earlier writer), so the
+    copy sees at least that version. (2) The copy's loads are relaxed atomics (lsh_copy_f32_racy: no torn
+    float, no data race) and may read stores of a later writer W. W stored s + 1 and then ran a release
+    fence before its first data store, so if any of our loads read one of W's data stores, W's fence
+    synchronizes with our acquire fence below, W's odd store happens before our reload, and the reload
+    returns at least s + 1: the copy is retried. So a reload equal to s means no load saw a later writer:
+    the copy is exactly version s / 2. While the counter is odd a writer is inside: wait, do not copy."""
+    cdef int64_t s0, spins = 0
+    while True:
+        s0 = lsh_load_acquire(&c.seq.value)
+        if s0 & 1:
+            lsh_backoff(&spins)
+            continue
+        tries[0] += 1
+        lsh_copy_f32_racy(dst, c.theta, c.n_params)
+        seqlock_fence_acquire()  # keeps the reload below from moving above the copy's loads
+        if lsh_load_relaxed(&c.seq.value) == s0:
+            return s0
+
+
+cdef inline int64_t seqlock_write_begin(ctx_t *c) noexcept nogil:
+    """Take the writers' spin lock and make the counter odd; returns the even value before (2 * t1).
+    acq_rel CAS: acquire orders the previous writer's stores to theta and the counter before ours. The odd
+    store can be relaxed (only the lock holder writes the counter), but the release fence after it orders
+    it before our data stores, for the readers' acquire fence (seqlock_read)."""
+    cdef int64_t expected, s, spins = 0
+    while True:
+        if lsh_load_relaxed(&c.seq_writer.value) == 0:
+            expected = 0
+            if lsh_cas_acq_rel(&c.seq_writer.value, &expected, 1):
+                break
+        lsh_backoff(&spins)
+    s = lsh_load_relaxed(&c.seq.value)
+    lsh_store_relaxed(&c.seq.value, s + 1)
+    seqlock_fence_release()
+    return s
+
+
+cdef inline void seqlock_write_end(ctx_t *c, int64_t s) noexcept nogil:
+    """Make the counter even again (s + 2) and release the spin lock. Release stores: a reader that
+    acquires s + 2 sees every data store of the apply; the next writer acquires the lock after them."""
+    lsh_store_release(&c.seq.value, s + 2)
+    lsh_store_release(&c.seq_writer.value, 0)
+
+
+cdef void loop_seqlock(ctx_t *c, int64_t tid) noexcept nogil:
+    """Seqlock AsyncSGD (docs/seqlock.md): read a consistent private snapshot without a lock
+    (seqlock_read: retried while a writer overlaps the copy), compute on it, then apply in place under the
+    writers' spin lock with the counter odd (no vector is copied on commit). t0 = counter / 2 at the
+    snapshot, t1 = counter / 2 when the writer enters; tau = t1 - t0. ``attempts`` records the snapshot
+    copies of the update (1 = no retry). Writers store with relaxed atomics (lsh_axpy_f32_racy; sparse:
+    sparse_apply_relaxed) because readers copy at the same time; their copies are discarded if so."""
+    cdef thread_t *t = &c.threads[tid]
+    cdef int64_t k, ts, tg, tc, t0, t1, s, tries, nsel = 0
+    cdef const int64_t *rows
+    cdef double loss
+    cdef float a
+    cdef pending_t prev
+    cdef bint first = True
+    prev.valid = False
+    while not stopped(c):
+        ts = now_rel(c)
+        tries = 0
+        t0 = seqlock_read(c, t.local, &tries) >> 1
+        if first:
+            start_gate(c)
+            first = False
+        flush(c, tid, &prev)
+        k = lsh_fetch_add_relaxed(&c.ticket.value, 1)
+        if k >= c.total:
+            break
+        rows = batch_rows(c, t, k)
+        loss = c.model.loss_grad(c.model, t.local, rows, c.batch_size, t.grad, t.work)
+        t.computed += 1
+        note_loss(c, loss, t0)
+        if c.sparse_kind != SPARSE_NONE:
+            nsel = sparsify(c, t)
+        tg = now_rel(c)
+        s = seqlock_write_begin(c)
+        t1 = s >> 1
+        a = <float>(c.lr * step_factor(c, t1 - t0))
+        if c.sparse_kind != SPARSE_NONE:
+            sparse_apply_relaxed(c.theta, t.idx, t.val, nsel, a)
+        else:
+            lsh_axpy_f32_racy(c.theta, a, t.grad, c.n_params)
+        tail_observe(c, t1, t1 - t0)
+        seqlock_write_end(c, s)
+        tc = now_rel(c)
+        if c.sparse_kind != SPARSE_NONE:
+            t.applied_sum += a * value_sum(t.val, nsel)
+        t.applied += 1
+        hold(&prev, k, t0, t1, t1 - t0, tries, False, ts, tg, tc, tg)
+    flush(c, tid, &prev)
+
+
 cdef extern from "<sys/resource.h>" nogil:
     cdef struct rusage:
         long ru_nvcsw
@@ -752,6 +865,8 @@ cdef int worker_main(ctx_t *c, int64_t tid) noexcept nogil:
         loop_lock(c, tid)
     elif c.algorithm == ALG_HOGWILD:
         loop_hogwild(c, tid)
+    elif c.algorithm == ALG_SEQLOCK:
+        loop_seqlock(c, tid)
     else:
         loop_leashed(c, tid)
     me.loop_wall_ns = lsh_now_ns() - wall0
@@ -897,7 +1012,7 @@ cdef class Run:
             c.threads[i].work = <float *>lsh_aligned_calloc(wf * sizeof(float))
             c.threads[i].rows = <int64_t *>lsh_aligned_calloc(batch_size * sizeof(int64_t))
             c.threads[i].rng = seeds[i]
-            if algorithm == ALG_LOCK or algorithm == ALG_HOGWILD:
+            if algorithm == ALG_LOCK or algorithm == ALG_HOGWILD or algorithm == ALG_SEQLOCK:
                 c.threads[i].local = <float *>lsh_aligned_calloc(max(c.n_params, 1) * sizeof(float))
                 if c.threads[i].local == NULL:
                     raise MemoryError("cannot allocate the private parameter copies")
@@ -1004,15 +1119,17 @@ cdef class Run:
         """Version of the latest parameters (updates applied; rounds for sync)."""
         if self.c.algorithm == ALG_LEASHED:
             return int(word_version(lsh_load_acquire(&self.c.store.published.value)))
+        if self.c.algorithm == ALG_SEQLOCK:
+            return int(lsh_load_relaxed(&self.c.seq.value) >> 1)
         return int(lsh_load_relaxed(&self.c.version.value))
 
     @property
     def live_vectors(self):
         """Parameter vectors in memory now (leashed: pool slots in use; lock, hogwild: the shared vector
-        and one private copy per thread; seq, sync: the shared vector)."""
+        and one private copy per thread, as seqlock's snapshots; seq, sync: the shared vector)."""
         if self.c.algorithm == ALG_LEASHED:
             return int(lsh_load_relaxed(&self.c.store.live.value))
-        if self.c.algorithm == ALG_LOCK or self.c.algorithm == ALG_HOGWILD:
+        if self.c.algorithm == ALG_LOCK or self.c.algorithm == ALG_HOGWILD or self.c.algorithm == ALG_SEQLOCK:
             return int(self.c.n_threads + 1)
         return 1
 
@@ -1030,13 +1147,14 @@ cdef class Run:
 
     def snapshot(self, float[::1] out not None, double timeout_s=5.0):
         """Copy the current parameters into ``out`` without stopping the run for long: pin + copy
-        (leashed), copy under the mutex (lock), a relaxed element-wise (racy) copy (hogwild), or a copy
+        (leashed), copy under the mutex (lock), a relaxed element-wise (racy) copy (hogwild), the
+        seqlock reader's consistent copy (seqlock), or a copy
         by the worker at its next update boundary (seq, sync). Returns (version, seconds since the start)
         or None if the workers ended before serving the request."""
         if out.shape[0] != self.n_params:
             raise ValueError("snapshot buffer has the wrong size")
         cdef ctx_t *c = self.c
-        cdef int64_t w, i, version = -1, when = 0, expected
+        cdef int64_t w, i, version = -1, when = 0, expected, tries = 0
         cdef int64_t deadline = lsh_now_ns() + <int64_t>(timeout_s * 1e9)
         cdef bint served = True
         cdef timespec pause
@@ -1059,6 +1177,9 @@ cdef class Run:
             elif c.algorithm == ALG_HOGWILD:
                 version = lsh_load_acquire(&c.version.value)
                 lsh_copy_f32_racy(dst, c.theta, c.n_params)
+                when = now_rel(c)
+            elif c.algorithm == ALG_SEQLOCK:
+                version = seqlock_read(c, dst, &tries) >> 1
                 when = now_rel(c)
             else:
                 c.snap_dst = dst

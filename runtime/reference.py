@@ -13,6 +13,9 @@ on Python threads (the GIL interleaves them), which is enough to check their inv
 * ``leashed``: immutable published vectors, the latest swapped by a compare-and-swap (emulated with a
   lock around compare + assign); failed attempts retry the same gradient, dropped after ``persistence``
   + 1 failures. Memory is Python's: no pool, no reader counts (the garbage collector reclaims).
+* ``seqlock`` (docs/seqlock.md): one shared array updated in place by writers under a lock that make a
+  sequence counter odd while they apply; readers copy without the lock and retry the copy when the
+  counter was odd or changed meanwhile (numpy may release the GIL while it copies, so retries happen).
 
 Sparsifiers (papers.md §5): each thread owns a :class:`leashed.sparsify.NumpySparsifier` (the numpy
 statement of the kernels, seeded like the runtime's threads, :func:`leashed.runtime.run.thread_seeds`);
@@ -279,6 +282,52 @@ def _hogwild(spec: ExperimentSpec, prep: Any, tickets: _Tickets, out: ReferenceR
 
     _threads(spec, body)
     out.params, out.version = theta, counter["version"]
+
+
+def _seqlock(spec: ExperimentSpec, prep: Any, tickets: _Tickets, out: ReferenceResult,
+             sparsifiers: list[Any] | None) -> None:
+    """Seqlock AsyncSGD (docs/seqlock.md): lock-free consistent snapshots, in-place applies under the
+    writers' lock; t0 = counter / 2 of the snapshot, t1 = counter / 2 when the writer enters."""
+    import time
+
+    theta = out.params.copy()
+    state = {"seq": 0}
+    writers = threading.Lock()  # the spin lock of the runtime
+    tail = TailState(spec.threads)
+
+    def snapshot() -> tuple[np.ndarray, int]:
+        while True:
+            s0 = state["seq"]
+            if s0 & 1:  # a writer is applying: wait
+                time.sleep(0)
+                continue
+            local = theta.copy()
+            if state["seq"] == s0:
+                return local, s0 // 2
+
+    def body(tid: int) -> None:
+        grad = np.zeros_like(theta)
+        work = prep.bound.new_workspace()
+        while (k := tickets.take()) is not None:
+            local, t0 = snapshot()
+            prep.bound.loss_grad(local, tickets.rows(k), grad, work)
+            sel = _select(sparsifiers, tid, grad)
+            with writers:
+                s = state["seq"]
+                state["seq"] = s + 1
+                t1 = s // 2
+                step = _step(spec, t1 - t0, tail)
+                if sel is None:
+                    theta[:] = theta - step * grad  # in place: no vector is published
+                else:
+                    theta[sel[0]] = theta[sel[0]] - step * sel[1]
+                tail.observe(t1, t1 - t0)
+                out.computed += 1
+                _record(out, tid, t0, t1)
+                state["seq"] = s + 2
+
+    _threads(spec, body)
+    out.params, out.version = theta, state["seq"] // 2
 
 
 @dataclass(frozen=True)

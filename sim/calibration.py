@@ -15,7 +15,8 @@ machine model for a prediction at m threads:
   copy comes from its own cache) or another thread (*remote*). Abandoned attempts are not resampled: the
   simulator ends them itself at the competing commit (runtime attempt model), and their measured times
   are kept in the notes as a check. Without remote samples (only m = 1 runs), the remote law is the local
-  one scaled by the machine file's copy_remote_s / copy_local_s, or the local one.
+  one scaled by the machine file's axpy_remote_s / axpy_local_s (copy_… for a sparse run, whose attempt is
+  a copy), or the local one.
   Other algorithms: the per-attempt share of t_commit − t_grad of the closest run.
 * **machine**: cores from ``--cores``, else the machine file, else the runs' recorded usable cores; the
   background load the runs recorded (``background_load_cores``, their mean) unless ``ignore_load``, or
@@ -126,8 +127,12 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
         if len(far):
             remote = Empirical(far, f"{notes['calibrated_from']} (remote attempts)")
         else:
-            ratio = (_profile_value(profile, "copy_remote_s", 0.0)
-                     / _profile_value(profile, "copy_local_s", 1.0) if profile is not None else 1.0)
+            # a dense attempt is one pass dst = L − α·g (axpy); a sparse one copies L, then applies K pairs
+            kind = "axpy" if results[0].spec.sparsifier == "none" else "copy"
+            ratio = (_profile_value(profile, f"{kind}_remote_s", 0.0)
+                     / _profile_value(profile, f"{kind}_local_s", 1.0) if profile is not None else 1.0)
+            notes["remote_law"] = f"local law x {kind}_remote_s / {kind}_local_s = {ratio:.3g}" \
+                if profile is not None else "local law (no remote samples, no machine file)"
             remote = Scaled(update, float(ratio)) if ratio and ratio != 1.0 else None
         notes.update({"attempt_samples_local": int(len(local)), "attempt_samples_remote": int(len(far)),
                       "attempt_local_mean_s": float(local.mean()),

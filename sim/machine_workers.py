@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from heapq import heappop, heappush
 from typing import Any
 
 from leashed.sim.processes import Gen, Shared, Timeout, _gradient
@@ -33,7 +34,7 @@ class MachineState:
     """Per-run state of the machine-aware workers, hung on ``Shared.machine_state``."""
 
     __slots__ = ("sched", "machine", "procs", "remote", "writer", "attempting", "computing", "copies",
-                 "chunks", "abandon_whole")
+                 "chunks", "abandon_whole", "pending", "serial")
 
     def __init__(self, machine: Any, sched: Any, remote: list[Iterator[float]] | None, chunks: int,
                  abandon_whole: bool) -> None:
@@ -49,6 +50,9 @@ class MachineState:
         self.copies: list[float] = []   # end instants of the copies running (bandwidth sharing)
         self.chunks = chunks
         self.abandon_whole = abandon_whole
+        #: ideal machine: first attempts not started yet, (start, serial, thread, attempt) in a heap
+        self.pending: list[tuple[float, int, int, list[Any]]] = []
+        self.serial = 0
 
 
 def _wait(sh: Shared, ms: MachineState, i: int, end: float) -> Timeout:
@@ -231,12 +235,34 @@ def _abandon_ideal(sh: Shared, ms: MachineState, committer: int) -> None:
         att[3] = True
 
 
+def _start_pending(sh: Shared, ms: MachineState) -> None:
+    """At a commit: the first attempts whose start has come (start <= now) pinned the latest vector then,
+    before this commit: they become attempts in flight on the current version (their pins count for the
+    vector about to go stale)."""
+    now = sh.env.now
+    pending = ms.pending
+    attempting = ms.attempting
+    while pending and pending[0][0] <= now:
+        _, _, j, att = heappop(pending)
+        if att[5]:  # already woken (its attempt ended without any commit meanwhile)
+            continue
+        att[6] = sh.version
+        attempting[j] = att
+        unpin = att[0] + att[7]
+        if unpin > sh.latest_unpin:
+            sh.latest_unpin = unpin
+
+
 def leashed_abandoning_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float]) -> Gen:
-    """:func:`leashed_runtime_worker` on the ideal machine: the runtime attempt model alone, lean (the
-    simulator's speed targets hold with it; docs/simulator.md)."""
+    """:func:`leashed_runtime_worker` on the ideal machine, lean: one SimPy timeout covers a gradient and
+    its first attempt. The first attempt is registered when the gradient starts (``MachineState.pending``)
+    and becomes an attempt in flight at the first commit after its start (:func:`_start_pending`), which
+    may abandon it; if no commit comes before it ends, it succeeds on the version it pinned, the latest.
+    Retries are one timeout each. Same results as the two-timeout form at a third less cost."""
     env = sh.env
     ms: MachineState = sh.machine_state  # type: ignore[attr-defined]
     attempting = ms.attempting
+    pending = ms.pending
     rec = sh.rec.extend
     vfree = sh.vfree.append
     frac = sh.copy_fraction
@@ -258,26 +284,42 @@ def leashed_abandoning_worker(sh: Shared, i: int, cs: Iterator[float], us: Itera
             sh.latest_unpin = unpin
         if grad is not None:
             g = _gradient(sh, k, i, t0)
-        yield Timeout(env, c)
-        now = t_grad = env.now
-        attempts = 0
-        while True:
-            attempts += 1
-            t1 = sh.version
-            u = next(us)
-            if contended:
-                u = sh.contention(now, u)
-            unpin = now + u * frac
+        t_grad = t_start + c
+        u = next(us)
+        if contended:  # the factor needs the copies running when the attempt starts: two timeouts
+            yield Timeout(env, c)
+            u = sh.contention(env.now, u)
+            ev = Timeout(env, u)
+            att = [env.now, u if whole else u * frac, ev, False, u, False, sh.version, u * frac]
+            attempting[i] = att
+            unpin = env.now + u * frac
             if unpin > sh.latest_unpin:
                 sh.latest_unpin = unpin
-            ev = Timeout(env, u)
-            att = [now, u if whole else u * frac, ev, False, u]
-            attempting[i] = att
-            yield ev
-            del attempting[i]
-            started = att[0]
+        else:
+            ev = Timeout(env, c + u)
+            # [start, abandonable, event, doomed, demand, woken, base version, pinned for]
+            att = [t_grad, u if whole else u * frac, ev, False, u, False, -1, u * frac]
+            ms.serial += 1
+            heappush(pending, (t_grad, ms.serial, i, att))
+        yield ev
+        att[5] = True
+        attempts = 1
+        while True:
             now = env.now
-            if sh.version == t1:
+            started = att[0]
+            if attempting.get(i) is att:
+                del attempting[i]
+                t1 = att[6]
+                won = not att[3] and sh.version == t1
+            else:  # never overtaken nor seen by a commit: it pinned the latest, which still is
+                t1 = sh.version
+                won = True
+                unpin = started + att[7]
+                if unpin > sh.latest_unpin:
+                    sh.latest_unpin = unpin
+            if won:  # CAS(P, L, N) succeeds: N is published, L goes stale
+                if pending:
+                    _start_pending(sh, ms)
                 sh.version = t1 + 1
                 last = sh.latest_unpin
                 vfree(last if last > now else now)
@@ -290,9 +332,21 @@ def leashed_abandoning_worker(sh: Shared, i: int, cs: Iterator[float], us: Itera
                         sh.evaluate(t1 + 1, now)
                 rec((i, k, t0, t1, attempts, 0, t_start, t_grad, now, started, 0.0))
                 break
-            if attempts > persistence:
+            if attempts > persistence:  # T_p + 1 failed attempts: drop the gradient
                 rec((i, k, t0, -1, attempts, 1, t_start, t_grad, now, started, 0.0))
                 break
+            attempts += 1  # retry: pin the latest now, one timeout
+            u = next(us)
+            if contended:
+                u = sh.contention(now, u)
+            unpin = now + u * frac
+            if unpin > sh.latest_unpin:
+                sh.latest_unpin = unpin
+            ev = Timeout(env, u)
+            att = [now, u if whole else u * frac, ev, False, u, False, sh.version, u * frac]
+            attempting[i] = att
+            yield ev
+            att[5] = True
 
 
 def hogwild_machine_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float]) -> Gen:

@@ -117,7 +117,7 @@ def _instants(command: list[str], tmp_path: Path, monkeypatch, n: int, seed: int
 
 
 def test_train_keeps_what_was_measured_at_random_instants(tmp_path, monkeypatch, quiet_signals):
-    _instants(TRAIN, tmp_path, monkeypatch, 14, seed=1, hook=("leashed.runtime._workers", "Run"),
+    _instants(TRAIN, tmp_path, monkeypatch, 13, seed=1, hook=("leashed.runtime._workers", "Run"),
               extra=["--plot", "p.png"])
 
 
@@ -151,7 +151,7 @@ def test_signal_during_the_save_keeps_the_completed_run(tmp_path, monkeypatch, q
 def test_demo_stops_at_the_interrupted_step(tmp_path, monkeypatch, quiet_signals):
     monkeypatch.chdir(tmp_path)
     rng = random.Random(3)
-    for i, sig in enumerate((signal.SIGINT, signal.SIGTERM, signal.SIGINT)):
+    for i, sig in enumerate((signal.SIGINT, signal.SIGTERM)):
         out = tmp_path / f"demo{i}"
         status, sent, ended = _signal_main(["demo", "--quick", "--out", str(out)], sig,
                                            rng.uniform(0.2, 6.0), {})

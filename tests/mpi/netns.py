@@ -73,6 +73,10 @@ exec ip netns exec "$ns" sh -c "$*"
 """
 
 
+class NetemUnavailable(RuntimeError):
+    """The kernel has no netem qdisc (``sch_netem``), so no delay can be put on the links."""
+
+
 class Cluster:
     """``hosts`` namespaces on one bridge; a context manager that always deletes them (module docstring)."""
 
@@ -135,9 +139,12 @@ class Cluster:
             subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", "eth0", "root"],
                            capture_output=True, check=False, timeout=30)
             if us > 0:
-                subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "eth0", "root",
-                                "netem", "delay", f"{us:g}us", "limit", "100000"],
-                               capture_output=True, text=True, check=True, timeout=30)
+                made = subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "eth0", "root",
+                                       "netem", "delay", f"{us:g}us", "limit", "100000"],
+                                      capture_output=True, text=True, check=False, timeout=30)
+                if made.returncode != 0:
+                    raise NetemUnavailable(f"cannot add a netem delay ({made.stderr.strip()}): this kernel "
+                                           f"lacks the sch_netem qdisc (modprobe sch_netem)")
         self.delay_us = float(us)
 
     def counters(self) -> dict[str, dict[str, int]]:

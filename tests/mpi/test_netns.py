@@ -115,8 +115,11 @@ def test_leashed_bounded_persistence_across_hosts(cluster, tmp_path, persistence
     applied, dropped = result.totals["updates_applied"], result.totals["updates_dropped"]
     assert applied + dropped == COUNTER["updates"] == len(result.updates)
     assert np.all(result.params == applied)
-    assert result.updates.attempts.max() <= int(persistence) + 1
-    assert result.totals["cas_failures"] == int((result.updates.attempts - 1).sum())
+    u = result.updates
+    assert u.attempts.max() <= int(persistence) + 1
+    assert np.all(u.attempts[u.dropped] == int(persistence) + 1)  # dropped after T_p + 1 failed CASes
+    failures = int((u.attempts[~u.dropped] - 1).sum() + u.attempts[u.dropped].sum())
+    assert result.totals["cas_failures"] == failures
 
 
 def test_sigterm_saves_the_partial_result(cluster, tmp_path):
@@ -184,3 +187,21 @@ def test_mnist_mlp_across_hosts(cluster, tmp_path):
     assert result.totals["updates_applied"] == 5 * (60000 // 64)
     assert result.samples.accuracy[-1] >= 0.97, result.samples.accuracy
     assert moved[cluster.names[0]] > 2 * 4685 * 4 * 101_770  # the 407 KB vectors crossed the link
+
+
+def test_link_delay_slows_every_operation(cluster, tmp_path):
+    """netem 1 ms on every egress (RTT + 2 ms): the same leashed counter run takes longer per update;
+    skipped where the kernel has no netem qdisc."""
+    small = {**COUNTER, "updates": 60, "evaluations": 0}
+    fast, _ = run_across(cluster, tmp_path, algorithm="leashed", **small)
+    try:
+        cluster.delay(1000)
+    except netns.NetemUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        slow, _ = run_across(cluster, tmp_path, algorithm="leashed", **small)
+    finally:
+        cluster.delay(0)
+    assert np.all(slow.params == small["updates"])
+    # an update makes about 18 atomic round trips, each 2 ms longer now: 30 per worker, > 1 s more
+    assert slow.totals["wall_time_s"] > fast.totals["wall_time_s"] + 0.5

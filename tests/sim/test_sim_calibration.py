@@ -69,3 +69,38 @@ def test_calibrate_refuses_mixed_or_simulated_inputs():
     with pytest.raises(SpecError, match="one algorithm"):
         calibrate([_as_runtime(r2), lock], ["a", "b"], 2)
     assert Machine().ideal
+
+
+def test_calibrated_prediction_cli_flow(tmp_path):
+    """docs/simulator.md "Calibrated predictions", small: calibrate, two calibration runs, a target run,
+    a prediction from both runs and the machine file, compare; bad machine input is one line."""
+    from conftest import assert_one_line_error, run_cli
+
+    def ok(*args):
+        proc = run_cli(*args, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    ok("calibrate", "--quick", "--out", "machine.json")
+    small = ("--hidden", "16", "--updates", "400", "--evaluations", "0")
+    ok("train", "--algorithm", "leashed", "--threads", "1", *small, "--seed", "100", "--out", "m1.npz")
+    ok("train", "--algorithm", "leashed", "--threads", "2", *small, "--seed", "101", "--out", "m2.npz")
+    ok("train", "--algorithm", "leashed", "--threads", "3", *small, "--out", "real-m3.npz")
+    ok("simulate", "--calibrate-from", "m1.npz", "--calibrate-from", "m2.npz", "--machine", "machine.json",
+       "--threads", "3", "--out", "predicted-m3.npz")
+    from leashed.results import RunResult
+
+    predicted = RunResult.load(tmp_path / "predicted-m3.npz")
+    assert len(predicted.extra["replicates"]) == 5
+    assert predicted.extra["machine"]["cores"] == 2 or predicted.extra["machine"]["cores"] >= 1
+    assert predicted.extra["attempt_model"] == "runtime"
+    assert predicted.extra["timing"]["attempt_samples_local"] > 0
+    proc = ok("compare", "predicted-m3.npz", "real-m3.npz")
+    assert any(word in proc.stdout for word in ("agree", "differ", "inconclusive"))
+    (tmp_path / "newer.json").write_text('{"format": "leashed-machine", "format_version": 99}')
+    for bad, needle in ((("--machine", "missing.json"), "missing.json"), (("--machine", "newer.json"), "newer"),
+                        (("--cores", "0"), "--cores"), (("--cores", "x"), "--cores")):
+        proc = run_cli("simulate", "--calibrate-from", "m2.npz", "--threads", "2", *bad, "--out", "bad.npz",
+                       cwd=tmp_path)
+        assert_one_line_error(proc, needle)
+        assert not (tmp_path / "bad.npz").exists()
