@@ -49,11 +49,10 @@ def _busy_loop(cpu: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", code])
 
 
-def _train(out: Path, m: int, seed: int, epochs: int, dataset: str) -> Path:
+def _train(out: Path, m: int, seed: int, size: list[str], dataset: str) -> Path:
     path = out / f"run-m{m}-s{seed}.npz"
     _leashed("train", "--algorithm", "leashed", "--threads", str(m), "--model", "mlp", "--dataset", dataset,
-             "--batch-size", "64", "--epochs", str(epochs), "--evaluations", "0", "--seed", str(seed),
-             "--out", str(path))
+             "--batch-size", "64", *size, "--evaluations", "0", "--seed", str(seed), "--out", str(path))
     return path
 
 
@@ -95,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="prediction-check", help="folder for the files and the table")
     parser.add_argument("--busy-core", action="store_true", help="a busy loop on core 0 during the runs")
     parser.add_argument("--no-control", action="store_true", help="skip the --cores 16 control")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: m = 1, 2, 500 updates each "
+                        "(numbers not meaningful)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.threads = "1,2"
+    size = ["--updates", "500"] if args.quick else ["--epochs", str(args.epochs)]
     threads = [int(t) for t in args.threads.split(",") if t.strip()]
     if not threads or min(threads) < 1:
         raise SystemExit("prediction_check.py: error: --threads must be positive integers like 1,2,4")
@@ -104,14 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     print(f"prediction check: {load_note()}", flush=True)
     machine = out / "machine.json"
-    _leashed("calibrate", "--out", str(machine))
-    calibration = [_train(out, 1, 100, args.epochs, args.dataset), _train(out, 2, 101, args.epochs,
-                                                                            args.dataset)]
+    _leashed("calibrate", *(["--quick"] if args.quick else []), "--out", str(machine))
+    calibration = [_train(out, 1, 100, size, args.dataset), _train(out, 2, 101, size, args.dataset)]
     busy = _busy_loop(0) if args.busy_core else None
     try:
         if busy is not None:
             time.sleep(0.5)
-        targets = {m: _train(out, m, 0, args.epochs, args.dataset) for m in threads}
+        targets = {m: _train(out, m, 0, size, args.dataset) for m in threads}
     finally:
         if busy is not None:
             busy.kill()

@@ -39,7 +39,7 @@ class Algorithm:
     code: int
     #: one line for help texts
     summary: str
-    #: where it is described (section of docs/papers.md)
+    #: where it is described (a section of docs/papers.md, or its own docs page)
     paper: str
     #: runs on exactly one thread (True) or on any number m >= 1 (False)
     single_thread: bool = False
@@ -128,8 +128,9 @@ _ENTRIES = (
               runtime_loop="leashed.runtime._workers:LOOP_LEASHED",
               sim_worker="leashed.sim.processes:leashed_worker",
               reference="leashed.runtime.reference:_leashed"),
-    Algorithm("seqlock", 5, "seqlock AsyncSGD: lock-free consistent snapshots, in-place apply under a spin lock",
-              "docs/seqlock.md", asynchronous=True, live_vectors_constant=lambda m: m + 1, dense_copy=True,
+    Algorithm("seqlock", 5, "seqlock AsyncSGD: consistent snapshots without a lock, applies in place under a "
+              "spin lock", "docs/seqlock.md", asynchronous=True, live_vectors_constant=lambda m: m + 1,
+              dense_copy=True,
               runtime_loop="leashed.runtime._workers:LOOP_SEQLOCK",
               sim_worker="leashed.sim.processes:seqlock_worker",
               reference="leashed.runtime.reference:_seqlock"),

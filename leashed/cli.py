@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("leashed.inspect", "summarise a results file"),
     "calibrate": ("leashed.machine", "measure this machine (copies, time slice, load) for the simulator"),
     "bench": ("leashed.bench", "run the short benchmarks"),
+    "claims": ("leashed.claims", "measure the papers' claims, each with a verdict, and write a page"),
     "docs": ("leashed.docs", "print the documentation the help texts cite (docs/*.md)"),
 }
 
@@ -84,6 +85,16 @@ _PLOTTING = ("train", "fit", "report", "compare", "demo", "bench")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; SIGINT/SIGTERM follow leashed/interrupts.py (exit 130/143, docs/errors.md)."""
+    from leashed import interrupts
+
+    try:
+        return _handled(argv)
+    finally:
+        if not interrupts.active():  # the command is over: a later in-process call starts afresh
+            interrupts.reset()
+
+
+def _handled(argv: Sequence[str] | None) -> int:
     from leashed import interrupts
 
     try:

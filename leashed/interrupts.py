@@ -77,6 +77,11 @@ def exit_status(default: int = 130) -> int:
     return default if _state.signum is None else 128 + int(_state.signum)
 
 
+def active() -> bool:
+    """Whether a command's handlers are installed (:func:`handling`)."""
+    return _state.installed > 0
+
+
 def reset() -> None:
     """Forget any recorded signal (a new command in the same process; tests)."""
     _state.signum = None

@@ -101,7 +101,8 @@ def _check_number(name: str, value: Any) -> None:
             kind = f"at least {lo:g}"
         raise SpecError(f"{words} must be {kind}, not {value!r}")
     if value > hi:
-        raise SpecError(f"{words} {value!r} is above the largest allowed value, {hi:g}")
+        span = f"({lo:g}, {hi:g}]" if name in _OPEN_BELOW else f"[{lo:g}, {hi:g}]"
+        raise SpecError(f"{words} must be in {span}, not {value!r}: the largest allowed value is {hi:g}")
 
 
 def _persistence(value: Any) -> None:

@@ -72,6 +72,14 @@ def sparsifier_k(sparsifier: str, n_params: int) -> int:
     return k
 
 
+def _is_user_model(name: object) -> bool:
+    """A user model's name (``FILE.py:NAME`` or registered; docs/models.md): checked for its form here,
+    loaded when the model is built."""
+    from leashed.models.user import is_user_model_name
+
+    return is_user_model_name(name)
+
+
 @dataclass(frozen=True)
 class ExperimentSpec:
     """What to run. Validates itself on construction; every engine takes it, every results file stores it.
@@ -147,8 +155,9 @@ class ExperimentSpec:
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise SpecError(f"unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
-        if self.model not in MODELS:
-            raise SpecError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        if self.model not in MODELS and not _is_user_model(self.model):
+            raise SpecError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}, or a user "
+                            f"model FILE.py:NAME (docs/models.md)")
         if self.step_policy not in STEP_POLICIES:
             raise SpecError(f"unknown step policy {self.step_policy!r}; choose one of "
                             f"{', '.join(STEP_POLICIES)}")
@@ -199,7 +208,7 @@ class ExperimentSpec:
         per_epoch = n_train_rows // self.batch_size
         if per_epoch < 1:
             raise SpecError(f"batch size {self.batch_size} is larger than the training set "
-                            f"({n_train_rows} rows); choose --batch-size <= {n_train_rows}")
+                            f"({n_train_rows} rows); choose `batch_size={n_train_rows}` or less")
         return self.epochs * per_epoch
 
     def replace(self, **changes: Any) -> ExperimentSpec:

@@ -94,11 +94,18 @@ DATALESS_MODELS: dict[str, str] = {d.name: d.default_dataset for d in MODELS
 
 
 def model_descriptor(name: str) -> ModelDescriptor:
-    """The descriptor of model ``name``; SpecError naming the known models for an unknown one."""
+    """The descriptor of model ``name`` (a built-in one, or a user model: ``FILE.py:NAME`` or registered,
+    docs/models.md); SpecError naming the known models for an unknown one."""
     try:
         return _BY_NAME[name]
     except KeyError:
-        raise SpecError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}") from None
+        pass
+    from leashed.models import user
+
+    if user.is_user_model_name(name):
+        return user.user_descriptor(name)
+    raise SpecError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}, or a user model "
+                    f"FILE.py:NAME (docs/models.md)")
 
 
 def __getattr__(name: str) -> Any:
@@ -137,6 +144,10 @@ def build_model(
     from leashed.models._kernels import MAX_DENSE_LAYERS, Model
 
     desc = model_descriptor(name)
+    if name not in _BY_NAME:  # a user model (leashed/models/user.py): its own descriptor's sizes
+        from leashed.models.user import build_user_model
+
+        return build_user_model(name, _as_int(n_features, "n_features"), _as_int(n_classes, "n_classes"))
     n_features = _as_int(n_features, "n_features")
     n_classes = _as_int(n_classes, "n_classes")
     if n_features < 0:

@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--from", dest="from_file", metavar="RESULTS.npz", help="rerun the spec stored in a "
                       "results file (options given here override it)")
     model = parser.add_argument_group("model and data")
-    model.add_argument("--model", choices=MODELS, help="model (default mlp)")
+    model.add_argument("--model", metavar="MODEL", help=f"model: {', '.join(MODELS)} (default mlp), or a "
+                       "user model path/to/file.py:NAME (docs/models.md)")
     model.add_argument("--hidden", metavar="W[,W...]", help="hidden layer widths, e.g. 128 or 128,64 "
                        "(default 128)")
     own = ", ".join(f"{data} for {name}" for name, data in DATALESS_MODELS.items())
@@ -70,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "spaced moments of the run, each evaluated for training loss and test accuracy "
                        "after the threads have joined, in parallel on all cores: the last on the full "
                        "test set and 5,000 training rows, the others (the curve) on 250 rows of each; "
-                       "adds about 15-25%% to one epoch's training (default 20; 0: none)")
+                       "adds 12-23%% to one epoch of the MLP or the CNN, measured (default 20; 0: none)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", required=True, metavar="FILE", help="results file to write (.npz)")
     out.add_argument("--plot", metavar="FILE.png", help="also plot loss and accuracy against time")

@@ -112,11 +112,11 @@ def _bar(total: int, desc: str, enabled: bool | None) -> Any:
 
 
 @contextmanager
-def loading(name: str, enabled: bool | None) -> Iterator[None]:
+def loading(name: str, enabled: bool | None, verb: str = "loading") -> Iterator[None]:
     """A one-line label (``loading mnist``) on stderr while the data set loads; cleared when done."""
     from tqdm import tqdm
 
-    bar = tqdm(total=1, desc=f"loading {name}", bar_format="{desc} ...", file=sys.stderr, leave=False,
+    bar = tqdm(total=1, desc=f"{verb} {name}", bar_format="{desc} ...", file=sys.stderr, leave=False,
                disable=(None if enabled is None else not enabled))
     bar.refresh()
     try:

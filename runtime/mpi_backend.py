@@ -70,8 +70,10 @@ import numpy as np
 from leashed import errors
 from leashed.algorithms import algorithm as algorithm_entry
 from leashed.algorithms import entries as algorithm_entries
+from leashed.assembly import commit_order as _commit_order  # shared with runtime/run.py
+from leashed.assembly import lost_updates as _lost_updates
 from leashed.errors import LeashedError, SpecError
-from leashed.results import UPDATE_FIELDS, RunResult, Samples, UpdateLog, machine_metadata
+from leashed.results import RunResult, Samples, machine_metadata
 from leashed.runtime.mpi_health import (
     BEAT_S,
     DONE,
@@ -799,22 +801,6 @@ def _evaluate(spec: ExperimentSpec, work: _Workload, host: _Host,
     return samples, len(rows)
 
 
-def _commit_order(parts: list[dict[str, np.ndarray]]) -> UpdateLog:
-    """Concatenate the workers' records: committed by version, dropped ones merged in by time."""
-    if not parts:  # every worker's records lost (runtime/mpi_health.py)
-        return UpdateLog(**{name: np.zeros(0, dtype) for name, dtype in UPDATE_FIELDS.items()})
-    cat = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-    dropped = cat["dropped"]
-    committed = np.flatnonzero(~dropped)
-    committed = committed[np.lexsort((cat["t_commit"][committed], cat["version_commit"][committed]))]
-    gone = np.flatnonzero(dropped)
-    gone = gone[np.argsort(cat["t_commit"][gone], kind="stable")]
-    times = np.maximum.accumulate(cat["t_commit"][committed]) if len(committed) else np.zeros(0)
-    where = np.searchsorted(times, cat["t_commit"][gone], side="right")
-    order = np.insert(committed, where, gone) if len(gone) else committed
-    return UpdateLog(**{name: values[order] for name, values in cat.items()})
-
-
 # ================================================================ entry points
 def _validate(spec: ExperimentSpec, size: int) -> int:
     """The worker count (size − 1), or a one-line SpecError."""
@@ -953,18 +939,6 @@ def _receive_parts(comm: Any, failed: int | None) -> list[dict[str, Any]]:
                 pending.remove(r)
         time.sleep(0.002)
     return [parts[r] for r in sorted(parts)]
-
-
-def _lost_updates(spec: ExperimentSpec, params: np.ndarray, applied: int) -> tuple[float | None, dict]:
-    """As the threaded runtime counts them (counter model, lr 1, constant steps, no sparsifier): every
-    applied step adds exactly 1 to every coordinate, so a coordinate short of ``applied`` lost updates."""
-    if (spec.model != "counter" or spec.step_policy != "constant" or spec.lr != 1.0 or spec.step_table
-            or spec.sparsifier != "none" or not len(params)):
-        return None, {}
-    if applied >= 2**24 or not np.all(np.isfinite(params)):
-        return None, {}
-    lost = applied - params.astype(np.float64)
-    return float(lost.mean()), {"lost_updates_min": float(lost.min()), "lost_updates_max": float(lost.max())}
 
 
 def _assemble(spec: ExperimentSpec, work: _Workload, host: _Host, final: _Snapshot,

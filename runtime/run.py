@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from leashed import algorithms, interrupts
+from leashed.assembly import commit_order, lost_updates
 from leashed.errors import SpecError
 from leashed.limits import DEFAULT_DIVERGENCE_FACTOR
 from leashed.models.registry import model_descriptor
@@ -157,34 +158,12 @@ def _new_records(total: int) -> dict[str, np.ndarray]:
     return rec
 
 
-def _commit_order(rec: dict[str, np.ndarray]) -> np.ndarray:
-    """Indices of the recorded tickets in commit order: committed updates by (version at commit, ticket);
-    each dropped gradient placed by the time it was abandoned among the committed ones."""
-    ticket = np.nonzero(rec["thread"] >= 0)[0]
-    dropped = rec["dropped"][ticket].astype(bool)
-    com = ticket[~dropped]
-    com = com[np.lexsort((com, rec["version_commit"][com]))]
-    drp = ticket[dropped]
-    if len(drp) == 0:
-        return com
-    tc = np.maximum.accumulate(rec["t_commit"][com]) if len(com) else np.zeros(0, dtype=np.int64)
-    pos = np.searchsorted(tc, rec["t_commit"][drp], side="right")
-    keys_pos = np.concatenate([np.arange(len(com)), pos])
-    keys_kind = np.concatenate([np.zeros(len(com)), np.ones(len(drp))])
-    keys_time = np.concatenate([np.zeros(len(com), dtype=np.int64), rec["t_commit"][drp]])
-    both = np.concatenate([com, drp])
-    return both[np.lexsort((keys_time, keys_kind, keys_pos))]
-
-
 def _update_log(rec: dict[str, np.ndarray]) -> UpdateLog:
-    order = _commit_order(rec)
-    return UpdateLog(
-        thread=rec["thread"][order], version_read=rec["version_read"][order],
-        version_commit=rec["version_commit"][order], staleness=rec["staleness"][order],
-        attempts=rec["attempts"][order], dropped=rec["dropped"][order].astype(bool),
-        t_start=rec["t_start"][order] / 1e9, t_grad=rec["t_grad"][order] / 1e9,
-        t_commit=rec["t_commit"][order] / 1e9, t_attempt=rec["t_attempt"][order] / 1e9,
-    )
+    """The records (indexed by ticket; times in ns) in commit order (leashed.assembly.commit_order)."""
+    taken = rec["thread"] >= 0  # tickets handed out (a stopped run leaves the rest unwritten)
+    seconds = {name: (values[taken] / 1e9 if name.startswith("t_") else values[taken])
+               for name, values in rec.items()}
+    return commit_order([seconds])
 
 
 def _progress_bar(total: int, enabled: bool | None) -> Any:
@@ -232,7 +211,7 @@ def run(spec: ExperimentSpec, *, dataset: Any = None, progress: bool | None = No
     else:
         from leashed.runtime.evaluation import loading
 
-        with loading(dataset_name(spec) if dataset is None else "data", progress):
+        with loading(dataset_name(spec), progress, "loading" if dataset is None else "preparing"):
             prep = prepare(spec, dataset)
     if interrupts.requested():  # a signal while loading (leashed/interrupts.py): nothing measured yet
         raise KeyboardInterrupt
@@ -322,6 +301,8 @@ def run(spec: ExperimentSpec, *, dataset: Any = None, progress: bool | None = No
     errors = [w.error for w in workers if w.error is not None]
     if errors:
         raise errors[0]
+    if hasattr(prep.bound, "check_failure"):  # a user model's failure, noted in the loop: one ModelError
+        prep.bound.check_failure(prep.theta0, state.diverged_at >= 0)
     if state.stop_reason == "pool exhausted":
         raise RuntimeError("internal error: the leashed parameter pool had no free slot for 10 s "
                            "(the 2m+2 bound was violated); please report this")
@@ -345,27 +326,6 @@ def _loss_limit(spec: ExperimentSpec, prep: Prepared, factor: float) -> float:
         X, y = prep.dataset.X_train[:1000], prep.dataset.y_train[:1000]
         initial = float(prep.model.evaluate(prep.theta0, X, y)[0])
     return loss_limit(spec.model, classes, initial, float(factor))
-
-
-def _lost_updates(spec: ExperimentSpec, params: np.ndarray, version: int, theta0: np.ndarray,
-                  sparse: dict | None) -> tuple[float | None, dict]:
-    """Counter model, lr 1, constant steps: every applied step adds exactly 1 to every coordinate, so a
-    coordinate short of the final version lost that many updates (HOGWILD!'s racing stores, T9).
-
-    Sparse runs (papers.md §5): an applied step adds its selected values' magnitudes to K coordinates
-    only, so the expectation per coordinate is unknown here; the threads count the mass they applied
-    (``applied_sum``), and the result is the mean lost per coordinate, (applied mass − gained mass) / d,
-    which equals the dense definition's mean; no min / max."""
-    if (not model_descriptor(spec.model).counts_updates or spec.step_policy != "constant" or spec.lr != 1.0
-            or not len(params)):
-        return None, {}
-    if version >= 2**24 or not np.all(np.isfinite(params)):
-        return None, {}
-    if sparse is not None:
-        expected = float(theta0.astype(np.float64).sum() - np.sum(sparse["applied_sum"]))
-        return (expected - float(params.astype(np.float64).sum())) / len(params), {}
-    lost = version - params.astype(np.float64)
-    return float(lost.mean()), {"lost_updates_min": float(lost.min()), "lost_updates_max": float(lost.max())}
 
 
 def _assemble(spec: ExperimentSpec, prep: Prepared, state: Any, store: Any, records: dict, params: np.ndarray,
@@ -411,7 +371,7 @@ def _assemble(spec: ExperimentSpec, prep: Prepared, state: Any, store: Any, reco
         accuracy=np.asarray(s_acc, dtype=np.float64)[order],
     )
     sparse = state.sparse_totals()
-    lost, lost_extra = _lost_updates(spec, params, version, prep.theta0, sparse)
+    lost, lost_extra = lost_updates(spec, params, version, prep.theta0, sparse)
     totals = {
         "updates_applied": int(per_thread["applied"].sum()),
         "updates_dropped": int(per_thread["dropped"].sum()),

@@ -7,9 +7,12 @@ machine model for a prediction at m threads:
 
 * **compute** C: the measured t_grad − t_start of the calibration run whose concurrency is closest to the
   predicted one, min(m, cores) (ties: the larger), because a gradient's time depends on what the other
-  cores do meanwhile. When that run has one thread and the prediction more, the machine's
-  ``read_slowdown`` (measured by ``leashed calibrate``) slows a gradient while other threads copy its
-  vector, in the simulation itself.
+  cores do meanwhile. Leashed, with the machine model and both a one-thread and a concurrent run: a
+  gradient is slower while another thread copies the vector it reads, so the compute law is the
+  one-thread run's and the simulation adds s × the overlaps its own copies make, s estimated from the two
+  runs (:func:`read_slowdown_estimate`). From a one-thread run alone, s is the machine file's
+  ``read_slowdown`` (``leashed calibrate``); from a concurrent run alone, its compute times already hold
+  the slowdown and s = 0.
 * **update**, leashed: the measured durations of *completed* attempts (t_commit − t_attempt of every
   committed update), split by who wrote the vector the attempt copied: the thread itself (*local*: the
   copy comes from its own cache) or another thread (*remote*). Abandoned attempts are not resampled: the
@@ -69,6 +72,53 @@ def attempt_times(result: Any) -> dict[str, np.ndarray]:
             "abandoned": abandoned[failed & ok & np.isfinite(abandoned)]}
 
 
+def read_overlaps(result: Any) -> np.ndarray:
+    """Per update: the time other threads' completed attempts spent copying the vector its gradient read
+    (the intersection of [t_attempt, t_commit] of every other thread's committed update that copied version
+    ``version_read`` with this update's [t_start, t_grad]); seconds."""
+    log = result.updates
+    ok = ~np.asarray(log.dropped, dtype=bool)
+    vr = np.asarray(log.version_read, dtype=np.int64)
+    vc = np.asarray(log.version_commit, dtype=np.int64)
+    thread = np.asarray(log.thread, dtype=np.int64)
+    ts, tg = np.asarray(log.t_start, dtype=np.float64), np.asarray(log.t_grad, dtype=np.float64)
+    ta, tc = np.asarray(log.t_attempt, dtype=np.float64), np.asarray(log.t_commit, dtype=np.float64)
+    overlap = np.zeros(len(vr))
+    order = np.argsort(vr, kind="stable")
+    sorted_vr = vr[order]
+    for j in np.nonzero(ok)[0]:
+        lo, hi = np.searchsorted(sorted_vr, vc[j], "left"), np.searchsorted(sorted_vr, vc[j], "right")
+        for g in order[lo:hi]:
+            if thread[g] != thread[j]:
+                span = min(tg[g], tc[j]) - max(ts[g], ta[j])
+                if span > 0:
+                    overlap[g] += span
+    return overlap
+
+
+def _bulk_mean(values: np.ndarray) -> float:
+    """Mean of the values within 5 median absolute deviations above the median (descheduled phases out)."""
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return math.nan
+    median = float(np.median(values))
+    mad = float(np.median(np.abs(values - median)))
+    return float(values[values <= median + 5 * max(mad, 1e-12)].mean())
+
+
+def read_slowdown_estimate(concurrent: Any, single: Any) -> tuple[float, float]:
+    """(s, mean overlap): the slowdown of a gradient per second another thread spends copying its vector,
+    s = (E[C | concurrent run] − E[C | one-thread run]) / E[overlap | concurrent run] (bulk means,
+    :func:`_bulk_mean`; overlaps from :func:`read_overlaps`), clipped to [0, 1]: a copy never speeds a
+    gradient up, nor costs it more than the time it overlaps. 0 when nothing overlaps."""
+    c_many = _bulk_mean(np.asarray(concurrent.updates.t_grad - concurrent.updates.t_start, dtype=np.float64))
+    c_one = _bulk_mean(np.asarray(single.updates.t_grad - single.updates.t_start, dtype=np.float64))
+    overlap = float(read_overlaps(concurrent).mean()) if len(concurrent.updates) else 0.0
+    if not (overlap > 0 and math.isfinite(c_many) and math.isfinite(c_one)):
+        return 0.0, overlap
+    return min(max((c_many - c_one) / overlap, 0.0), 1.0), overlap
+
+
 def recorded_machine(result: Any) -> dict[str, Any]:
     """The machine record a runtime run carries (``metadata["machine"]``), or {}."""
     record = (result.metadata or {}).get("machine")
@@ -113,7 +163,20 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
                              "compute_from": sources[closest],
                              "calibration_threads": [int(r.spec.threads) for r in results]}
     update = base.update
+    compute = base.compute
     remote = None
+    fitted_slowdown = None
+    singles = [i for i, r in enumerate(results) if r.spec.threads == 1]
+    if (results[0].spec.algorithm == "leashed" and machine_model and results[closest].spec.threads > 1
+            and singles):
+        # a concurrent run's gradients are slowed while other cores copy their vector: the compute law is
+        # the one-thread run's, and the simulation adds s × the overlaps its own copies make
+        one = singles[0]
+        fitted_slowdown, overlap = read_slowdown_estimate(results[closest], results[one])
+        compute = from_result(results[one], source=sources[one], copy_fraction=copy_fraction).compute
+        notes.update({"compute_from": sources[one], "read_slowdown_from": f"{sources[closest]} vs "
+                      f"{sources[one]}", "read_slowdown_estimated": fitted_slowdown,
+                      "read_overlap_mean_s": overlap})
     if results[0].spec.algorithm == "leashed":
         pools = [attempt_times(r) for r in results]
         local = np.concatenate([p["local"] for p in pools])
@@ -142,7 +205,7 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
         d = int(results[0].extra.get("n_params") or len(results[0].params) or 0)
         if d:
             notes["copy_chunks"] = int(math.ceil(d / COPY_CHUNK_FLOATS))
-    timing = TimingModel(base.compute, update, copy_fraction, bus_contention, notes=notes,
+    timing = TimingModel(compute, update, copy_fraction, bus_contention, notes=notes,
                          update_remote=remote)
     if not machine_model:
         return timing, Machine()
@@ -151,8 +214,10 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
         loads = [float(v) for v in loads if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0]
         background_load = 0.0 if ignore_load or not loads else float(np.mean(loads))
     read_slowdown = 0.0
-    if results[closest].spec.threads == 1 and concurrency > 1:
-        read_slowdown = float(_profile_value(profile, "read_slowdown", 0.0))
+    if fitted_slowdown is not None:
+        read_slowdown = fitted_slowdown
+    elif results[closest].spec.threads == 1 and concurrency > 1:
+        read_slowdown = max(float(_profile_value(profile, "read_slowdown", 0.0)), 0.0)
     concurrent = tuple(float(v) for v in (_profile_value(profile, "copy_concurrent_s", ()) or ()))
     machine = Machine(cores=cores, time_slice_s=float(_profile_value(profile, "time_slice_s",
                                                                      DEFAULT_TIME_SLICE_S)),

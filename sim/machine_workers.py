@@ -172,8 +172,8 @@ def leashed_runtime_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator
             att_end = _end(ms, i, now, u)
             if shares_bandwidth:
                 ms.copies.append(_end(ms, i, now, u * frac))
-            if slows:
-                _slow_readers(sh, ms, i, t1, _end(ms, i, now, u * frac))
+            if slows:  # a dense attempt reads its source for all of U (dst = L − α·g), a sparse one for the copy
+                _slow_readers(sh, ms, i, t1, _end(ms, i, now, u if ms.abandon_whole else u * frac))
             unpin = _end(ms, i, now, u * frac)
             if unpin > sh.latest_unpin:
                 sh.latest_unpin = unpin

@@ -9,8 +9,8 @@ SimPy timeout per phase pair. U is one update's copy + apply; the copy is ``copy
 Every gradient appends one record of ``RECORD_WIDTH`` floats to ``Shared.rec`` (a flat ``array('d')``
 whose storage grows by amortised doubling; :mod:`leashed.sim.simulate` views it as numpy), in commit
 order, with the fields of ``RECORD_FIELDS``. ``aux1``/``aux2`` are algorithm-specific instants (lock:
-end of the read under the lock, start of the commit under the lock; hogwild: 0, 0; leashed, seq, sync:
-0, 0).
+end of the read under the lock, start of the commit under the lock; seqlock: end of the successful
+snapshot copy, start of the apply under the writers' lock; hogwild: 0, 0; leashed, seq, sync: 0, 0).
 
 Phases per algorithm (papers.md §2 and §2.1):
 
@@ -29,6 +29,12 @@ Phases per algorithm (papers.md §2 and §2.1):
   copy it into a private vector, UNPIN, apply, CAS at the end of the attempt, which succeeds iff the
   latest version is still t1; a failed attempt retries the same gradient; after T_p + 1 failed attempts
   the gradient is dropped. One timeout for the compute, one per attempt.
+* ``seqlock`` (docs/seqlock.md): snapshot copy (U·copy_fraction, no lock), retried while an apply
+  overlaps it; compute; apply in place (U·(1 − copy_fraction)) under a FIFO writers' lock, modelled by
+  ``free_at`` as lock's mutex. The applies' [start, end) intervals are known when they are granted
+  (``seq_starts``/``seq_ends``, index = version): a copy over [a, b] succeeds iff no apply that began by
+  b ends after a; it is then version (applies begun by b); a retry (and a first try) starts when no apply
+  is in progress (the counter is even). ``attempts`` = snapshot copies.
 
 Live vectors (leashed, papers.md §2.1): a published vector is recycled when it is stale and unpinned.
 Pins are taken only on the latest vector and their end times are known when taken, so each stale
@@ -42,6 +48,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_right
 from collections.abc import Generator, Iterator
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any
@@ -101,7 +108,7 @@ class Shared:
     __slots__ = ("env", "m", "n_total", "next_ticket", "version", "persistence", "copy_fraction",
                  "bus_contention", "latest_unpin", "free_at", "vserial", "rec", "vfree", "copies",
                  "grad", "evals", "eval_points", "next_eval", "diverged_at", "round", "mutex",
-                 "machine_state")
+                 "machine_state", "seq_starts", "seq_ends")
 
     def __init__(self, env: simpy.Environment, m: int, n_total: int, persistence: float,
                  copy_fraction: float, bus_contention: float, grad: GradientEngine | None = None,
@@ -128,6 +135,8 @@ class Shared:
         self.round: _Round | None = None
         self.mutex = simpy.Resource(env, capacity=1)  # lock_resource_worker only
         self.machine_state: Any = None  # leashed.sim.machine_workers.MachineState, with a machine model
+        self.seq_starts = array("d")  # seqlock: start of the apply of version v at index v (FIFO: sorted)
+        self.seq_ends = array("d")    # seqlock: its end
 
     # ------------------------------------------------------------------ helpers off the hot path
     def contention(self, now: float, u: float) -> float:
@@ -409,7 +418,68 @@ def leashed_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float])
                 break
 
 
+# ---------------------------------------------------------------------------------------------- seqlock
+def _counter_even_at(starts: array, ends: array, t: float) -> float:
+    """seqlock: the first instant >= t at which no granted apply is in progress (the counter is even)."""
+    j = bisect_right(starts, t) - 1
+    while j >= 0 and ends[j] > t:
+        t = ends[j]
+        j = bisect_right(starts, t) - 1
+    return t
+
+
+def seqlock_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float]) -> Gen:
+    """Seqlock AsyncSGD (docs/seqlock.md; module docstring): one timeout per snapshot try, one for the
+    compute, one for the apply (two when a with-gradients apply waits for the writers' lock: the engine
+    applies it when it begins, so that a snapshot's θ is the engine's θ when the snapshot succeeds)."""
+    env = sh.env
+    rec = sh.rec.extend
+    frac = sh.copy_fraction
+    grad = sh.grad
+    starts, ends = sh.seq_starts, sh.seq_ends
+    while True:
+        k = sh.next_ticket
+        if k >= sh.n_total:
+            return
+        sh.next_ticket = k + 1
+        t_start = env.now
+        u = next(us)
+        uc = u * frac
+        tries = 0
+        a = _counter_even_at(starts, ends, t_start)
+        while True:  # snapshot copies over [a, b]
+            tries += 1
+            b = a + uc
+            yield Timeout(env, b - env.now)
+            j = bisect_right(starts, b) - 1  # the last apply begun by b (inclusive: a tie retries)
+            if j < 0 or ends[j] <= a:  # no apply overlapped the copy: it is version j + 1
+                break
+            a = _counter_even_at(starts, ends, b)
+        t0 = j + 1
+        g = _gradient(sh, k, i, t0) if grad is not None else None
+        yield Timeout(env, next(cs))
+        t_grad = env.now
+        # writers' lock (FIFO); counter odd; apply in place; counter even; unlock
+        s = sh.free_at
+        if s < t_grad:
+            s = t_grad
+        t1 = sh.version
+        sh.version = t1 + 1
+        end = s + (u - uc)
+        sh.free_at = end
+        starts.append(s)
+        ends.append(end)
+        rec((i, k, t0, t1, tries, 0, t_start, t_grad, end, b, s))
+        if grad is not None:
+            if s > t_grad:
+                yield Timeout(env, s - t_grad)
+            grad.apply(g, t1 - t0, t1 + 1)
+            if t1 + 1 >= sh.next_eval:
+                sh.evaluate(t1 + 1, end)
+        yield Timeout(env, end - env.now)
+
+
 WORKERS = {"seq": seq_worker, "sync": sync_worker, "lock": lock_worker, "hogwild": hogwild_worker,
-           "leashed": leashed_worker}
+           "leashed": leashed_worker, "seqlock": seqlock_worker}
 #: the two models of the mutex: the exact FIFO-server shortcut (default) and the simpy.Resource reference
 LOCK_MODELS = {"fifo": lock_worker, "resource": lock_resource_worker}

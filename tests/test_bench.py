@@ -92,7 +92,7 @@ def test_vs_pytorch_without_torch_prints_one_line_and_exits_0():
 
 def test_scripts_have_help():
     for name in ("limit", "vs_pytorch_hogwild", "paper_comparison", "runtime_scaling", "sim_speed",
-                 "sparsification", "mpi_scaling"):
+                 "sparsification", "mpi_scaling", "prediction_check"):
         proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"], capture_output=True,
                               text=True, timeout=60)
         assert proc.returncode == 0 and "--quick" in proc.stdout, name

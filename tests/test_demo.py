@@ -32,8 +32,8 @@ def test_demo_writes_runs_fits_and_linked_figures(demo):
     fits = json.loads((out / "fit.json").read_text())
     assert fits["format"].startswith("leashed")
     html = (out / "report" / "index.html").read_text()
-    figures = re.findall(r'src="([^"]+\.png)"', html)
-    assert len(figures) >= 4
+    figures = re.findall(r'src="data:image/png;base64,[^"]+"[^>]*data-file="([^"]+\.png)"', html)
+    assert len(figures) >= 4  # embedded (one file to mail), each also written to figures/
     for rel in figures:
         assert (out / "report" / rel).stat().st_size > 1000
     assert (out / "training.png").stat().st_size > 1000

@@ -19,6 +19,8 @@ import pytest
 
 from conftest import run_cli
 
+pytestmark = pytest.mark.slow  # about 15-30 s on 2 cores: three tiny runs, two simulations, the report
+
 #: writes the measurements into the DOM once the page (and its data-URI images) have loaded
 MEASURE_JS = """
 window.addEventListener('load', function () {

@@ -44,7 +44,7 @@ def check_records(result: RunResult) -> None:
     assert np.all(u.staleness[com] >= 0)
     assert np.all(u.version_commit[u.dropped] == -1) and np.all(u.staleness[u.dropped] == -1)
     assert np.all(u.t_start <= u.t_grad) and np.all(u.t_grad <= u.t_commit)
-    if spec.algorithm in ("seq", "lock", "hogwild", "leashed"):
+    if spec.algorithm in ("seq", "lock", "hogwild", "leashed", "seqlock"):
         # one commit per version, in commit order
         assert np.array_equal(u.version_commit[com], np.arange(applied))
     if spec.algorithm == "sync":
@@ -61,5 +61,7 @@ def check_records(result: RunResult) -> None:
             assert np.all(u.attempts[u.dropped] == p + 1)
         assert result.totals["cas_failures"] == int((u.attempts[com] - 1).sum() + u.attempts[u.dropped].sum())
         assert result.extra["pool_problems"] == []
+    elif spec.algorithm == "seqlock":  # attempts = snapshot copies (docs/seqlock.md); no CAS, no drops
+        assert dropped == 0 and np.all(u.attempts >= 1) and result.totals["cas_failures"] == 0
     else:
         assert dropped == 0 and np.all(u.attempts == 1)

@@ -39,7 +39,11 @@ def test_calibrate_recovers_the_laws_and_the_machine():
     r2 = _as_runtime(_run(2), {"usable_cores": 2, "background_load_cores": 0.3})
     timing, machine = calibrate([r1, r2], ["m1.npz", "m2.npz"], 4)
     assert timing.update.mean == pytest.approx(10e-6) and timing.update_remote.mean == pytest.approx(30e-6)
-    assert timing.notes["compute_from"] == "m2.npz"  # concurrency min(4, 2 cores) = 2
+    # concurrency min(4, 2 cores) = 2: the slowdown from the m = 2 run, the clean compute law from m = 1
+    assert timing.notes["read_slowdown_from"] == "m2.npz vs m1.npz"
+    assert timing.notes["compute_from"] == "m1.npz"
+    alone, _ = calibrate([r2], ["m2.npz"], 4)
+    assert alone.notes["compute_from"] == "m2.npz"
     assert machine.cores == 2 and machine.background_load == pytest.approx(0.2)
     _, one = calibrate([r1, r2], ["m1.npz", "m2.npz"], 1)
     assert one.cores == 2
@@ -104,3 +108,22 @@ def test_calibrated_prediction_cli_flow(tmp_path):
                        cwd=tmp_path)
         assert_one_line_error(proc, needle)
         assert not (tmp_path / "bad.npz").exists()
+
+
+@pytest.mark.parametrize("slowdown", [0.0, 0.3, 0.8])
+def test_read_slowdown_is_recovered_from_a_one_thread_and_a_two_thread_run(slowdown):
+    """A gradient slowed by s × the time another thread copies its vector (machine model): comparing the
+    one-thread run with the two-thread run finds s again (read_slowdown_estimate)."""
+    from leashed.sim.calibration import read_slowdown_estimate
+
+    runs = []
+    for m in (1, 2):
+        timing = TimingModel(Gamma(250e-6, 0.05), Constant(25e-6), update_remote=Constant(30e-6))
+        spec = spec_of("leashed", m, 6000, "const:1", "const:1", seed=3 + m)
+        runs.append(run_simulation(spec, timing, machine=Machine(read_slowdown=slowdown), metadata=False).result)
+    estimate, overlap = read_slowdown_estimate(runs[1], runs[0])
+    assert overlap > 20e-6  # most gradients of m = 2 overlap the other thread's copy of their vector
+    assert estimate == pytest.approx(slowdown, abs=0.05)
+    timing, machine = calibrate([_as_runtime(r) for r in runs], ["m1", "m2"], 2)
+    assert machine.read_slowdown == pytest.approx(estimate)
+    assert timing.notes["compute_from"] == "m1"  # the clean law; the simulation adds the slowdown

@@ -81,3 +81,24 @@ def test_machine_validation():
     assert m.copy_factor(1) == 1.0 and m.copy_factor(2) == 1.0
     assert m.copy_factor(4) == pytest.approx(2.5 / 1.5)
     assert Machine.from_description(m.describe()) == m
+
+
+def test_leashed_two_threads_one_core_hand_solved():
+    # One core, slice 1: W0 runs in even slots, W1 in odd ones. C = 0.5, U = 0.6, doomed attempts end at
+    # once (or, descheduled, when their thread runs again).
+    # W0: compute [0, .5), attempt on v0 .5 CPU in [.5, 1) + .1 in [2, 2.1): commits v1 at 2.1.
+    # W1: compute [1, 1.5), attempt on v0 [1.5, 2) + ..., doomed at 2.1 while descheduled: abandoned when
+    #     it runs again at 3; retry on v1 [3, 3.6): commits v2 at 3.6 (tau 1, 2 attempts).
+    # W0: ticket 2 on v1: compute [2.1, 2.6), attempt on v1 [2.6, 3) + ..., doomed at 3.6, abandoned at 4;
+    #     retry on v2 [4, 4.6): commits v3 at 4.6.
+    spec = spec_of("leashed", 2, 3, "const:0.5", "const:0.6")
+    s = run_simulation(spec, metadata=False, machine=Machine(cores=1, time_slice_s=1.0))
+    u = s.result.updates
+    got = list(zip(u.thread.tolist(), u.version_read.tolist(), u.version_commit.tolist(), u.attempts.tolist(),
+                   u.t_grad.tolist(), u.t_attempt.tolist(), u.t_commit.tolist(), strict=True))
+    expected = [(0, 0, 0, 1, 0.5, 0.5, 2.1), (1, 0, 1, 2, 1.5, 3.0, 3.6), (0, 1, 2, 2, 2.6, 4.0, 4.6)]
+    assert len(got) == 3
+    for row, want in zip(got, expected, strict=True):
+        assert row[:4] == want[:4]
+        assert row[4:] == pytest.approx(want[4:])
+    assert s.result.totals["cas_failures"] == 2
