@@ -229,6 +229,8 @@ def plot_staleness(results: Any, path: str | os.PathLike[str], *, fits: Sequence
     if labels is None:
         labels = (run_labels(items) if all(hasattr(r, "spec") for r in items)
                   else [f"run {i + 1}" for i in range(len(items))])
+    # one colour per model name in every panel (C0 is the bars' hue family; models start at C1)
+    model_names = sorted({f.model for fl in (fits or []) for f in (fl or [])})
     n = max(len(items), 1)
     cols = min(n, 2)  # two panels a row: their legends stay readable in a 1,200 px page
     rows = math.ceil(n / cols)
@@ -254,10 +256,11 @@ def plot_staleness(results: Any, path: str | os.PathLike[str], *, fits: Sequence
         k = np.arange(k_hi + 1)
         ax.bar(k, freq[: k_hi + 1], width=0.85, color="#7fa7d1", edgecolor="#2f5d8a", linewidth=0.6,
                label=f"measured (N={int(total)})", zorder=2)
-        for j, f in enumerate((fits[i] if fits is not None else []) or []):
+        for f in (fits[i] if fits is not None else []) or []:
             pmf = f.pmf_array(k_hi)
             ax.plot(k, pmf, marker="o", markersize=3.5, markerfacecolor="none", linewidth=1.1,
-                    color=f"C{(j + 1) % 10}", label=f"{f.model} (NLL/N {f.nll_per_sample:.3f})", zorder=3)
+                    color=f"C{(model_names.index(f.model) + 1) % 10}",
+                    label=f"{f.model} (NLL/N {f.nll_per_sample:.3f})", zorder=3)
         ax.set_xlim(-0.6, k_hi + 0.6)
         if tail > 0:  # the tail beyond the 99.5th percentile, in words under the axis
             ax.set_xlabel(f"staleness τ (updates)\nnot shown: τ > {k_hi}, {100 * tail:.2g} % of updates "
@@ -386,26 +389,28 @@ def plot_live_vectors(results: Any, path: str | os.PathLike[str], *, title: str 
     """Live parameter vectors at each sample instant, with the 2m+1 bound for leashed runs (papers.md T8)."""
     runs = _as_list(results)
     labels = run_labels(runs)
-    fig = _new_figure(7.5, 4.5)
+    fig = _new_figure(9.5, 4.5)
     ax = fig.subplots()
     drawn = 0
+    bounds: set[int] = set()
     for i, (r, label) in enumerate(zip(runs, labels, strict=True)):
         s = r.samples
         if len(s) == 0:
             continue
         ax.step(s.time, s.live_vectors, where="post", color=f"C{i % 10}", label=label)
-        if algorithms.algorithm(r.spec.algorithm).uses_pool:  # the pool's bound 2m+1 (papers.md T8)
-            ax.axhline(2 * r.spec.threads + 1, color=f"C{i % 10}", linestyle=":", linewidth=1,
-                       label=f"2m+1 = {2 * r.spec.threads + 1}")
+        bound = 2 * r.spec.threads + 1
+        if algorithms.algorithm(r.spec.algorithm).uses_pool and bound not in bounds:  # papers.md T8
+            bounds.add(bound)  # one dotted line per distinct bound, however many runs share it
+            ax.axhline(bound, color=f"C{i % 10}", linestyle=":", linewidth=1, label=f"2m+1 = {bound}")
         drawn += 1
     ax.set_xlabel(_time_label(runs))
     ax.set_ylabel("live parameter vectors")
     ax.grid(True, alpha=0.3)
-    if drawn:
-        ax.legend(fontsize="small")
+    if drawn:  # beside the axes: the steps stay visible
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     else:
         _empty_note(ax, "no samples")
-    ax.set_title(wrap_title(title or f"Live vectors: {spec_caption(runs)}", 7.5, 0.85), fontsize="medium")
+    ax.set_title(wrap_title(title or f"Live vectors: {spec_caption(runs)}", 7.0, 0.85), fontsize="medium")
     return save_figure(fig, path)
 
 

@@ -103,6 +103,7 @@ def init(rng: np.random.Generator) -> np.ndarray:
 
 model = UserModel(
     name="numba_mlp", loss_grad=loss_grad, n_params=N_PARAMS, init=init, work_per_row=WORK_PER_ROW,
-    n_features=D, n_classes=C, layout=(("fc1.W", (D, H)), ("fc1.b", (H,)), ("fc2.W", (H, C)), ("fc2.b", (C,))),
+    n_features=D, n_classes=C,
+    layout=(("fc1.W", (D, H)), ("fc1.b", (H,)), ("fc2.W", (H, C)), ("fc2.b", (C,))),
     summary="784-128-10 ReLU MLP in numba (examples/numba_mlp.py)",
 )

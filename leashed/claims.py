@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "machine's runtime runs. --quick: under 10 minutes on 2 cores. See leashed docs "
                           "claims.")
     parser.add_argument("--quick", action="store_true",
-                        help="3 seeds, smaller grids, one simulated m per claim (under 10 minutes on 2 cores)")
+                        help="3 seeds, smaller grids, one simulated m per claim (under 10 minutes on "
+                             "2 cores)")
     parser.add_argument("--out", type=Path, default=Path("leashed-claims"), metavar="DIR",
                         help="folder for index.html, claims.md, claims.json and figures/ "
                              "(default ./leashed-claims)")

@@ -22,8 +22,8 @@ from pathlib import Path
 from leashed import algorithms
 from leashed.errors import LeashedError
 
-#: the asynchronous algorithms (registry: leashed/algorithms.py), trained for real and simulated
-DEMO_ALGORITHMS = algorithms.asynchronous_names()
+#: the papers' asynchronous algorithms (Leashed-SGD and its two asynchronous baselines), trained for real
+DEMO_ALGORITHMS = tuple(algorithms.algorithm(name).name for name in ("leashed", "lock", "hogwild"))
 PREDICT_THREADS = (2, 4, 8, 16)
 
 
@@ -130,7 +130,7 @@ def _run_steps(args: argparse.Namespace) -> int:
 
     print(f"[2/5] simulating m = {', '.join(map(str, PREDICT_THREADS))} on this machine, calibrated from "
           f"a one-thread leashed run and `leashed calibrate`", flush=True)
-    measured = trained[0]
+    measured = runs / f"train-leashed-m{args.threads}.npz"
     machine = out / "machine.json"
     _command(["calibrate", *(["--quick"] if args.quick else []), "--out", str(machine)])
     one = runs / "calibrate-leashed-m1.npz"

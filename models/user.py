@@ -93,12 +93,14 @@ class UserModel:
             raise ModelError("a user model needs a non-empty name")
         for attr in ("n_params", "work_per_row", "work_fixed"):
             value = getattr(self, attr)
-            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < (attr == "n_params"):
-                raise ModelError(f"{what}: {attr} must be an integer >= {int(attr == 'n_params')}, got {value!r}")
+            least = int(attr == "n_params")
+            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < least:
+                raise ModelError(f"{what}: {attr} must be an integer >= {least}, got {value!r}")
         if self.target not in _TARGETS:
             raise ModelError(f"{what}: target must be one of {', '.join(_TARGETS)}, got {self.target!r}")
         if self.init is not None and not callable(self.init):
-            raise ModelError(f"{what}: init must be a function rng -> parameters, got {type(self.init).__name__}")
+            raise ModelError(f"{what}: init must be a function rng -> parameters, got "
+                             f"{type(self.init).__name__}")
         if self.layout:
             total = sum(int(np.prod(shape)) for _, shape in self.layout)
             if total != self.n_params:
@@ -194,7 +196,7 @@ def load_user_model(path: str, attr: str) -> UserModel:
     if hit is not None and hit[0] == mtime:
         return hit[1]
     # a stable module name per file: numba's on-disk cache (cache=True) refers to the module by name
-    module_name = "leashed_user_model_" + hashlib.sha1(full.encode()).hexdigest()[:16]
+    module_name = "leashed_user_model_" + hashlib.sha1(os.path.realpath(full).encode()).hexdigest()[:16]
     spec = importlib.util.spec_from_file_location(module_name, full)
     if spec is None or spec.loader is None:
         raise ModelError(f"cannot import user model file {path!r}: not a Python file")
@@ -211,7 +213,11 @@ def load_user_model(path: str, attr: str) -> UserModel:
         hint = ""
         if isinstance(exc, ImportError) and getattr(exc, "name", "") in ("numba", "llvmlite"):
             hint = ": install the extra with pip install 'leashed-sgd[numba]'"
-        raise ModelError(f"cannot import user model file {path!r}: {type(exc).__name__}: {exc}{hint}") from None
+        elif isinstance(exc, ModuleNotFoundError):  # numba's cache=True names the module that compiled it
+            hint = (": if the file's numba cache was written by another import of it, delete its "
+                    "__pycache__ folder")
+        raise ModelError(f"cannot import user model file {path!r}: {type(exc).__name__}: {exc}{hint}") \
+            from None
     model = getattr(module, attr, None)
     if not isinstance(model, UserModel):
         found = sorted(k for k, v in vars(module).items() if isinstance(v, UserModel))
@@ -249,11 +255,12 @@ def build_user_model(name: str, n_features: int, n_classes: int) -> Any:
 
     model = resolve(name)
     if model.n_features is not None and int(n_features) != model.n_features:
-        raise SpecError(f"user model {name!r} takes {model.n_features} features but the data has {n_features}: "
-                        f"choose a matching --dataset")
+        raise SpecError(f"user model {name!r} takes {model.n_features} features but the data has "
+                        f"{n_features}: choose a matching --dataset")
     classes = model.target == TARGET_CLASSES
     if classes and model.n_classes is not None and int(n_classes) != model.n_classes:
-        raise SpecError(f"user model {name!r} predicts {model.n_classes} classes but the data has {n_classes}")
+        raise SpecError(f"user model {name!r} predicts {model.n_classes} classes but the data has "
+                        f"{n_classes}: choose a matching --dataset")
     if classes and int(n_classes) < 2:
         raise SpecError(f"user model {name!r} predicts classes but the data set has none: choose a data set "
                         f"with labels, or target='none'")

@@ -13,6 +13,7 @@ LOOP_SYNC: Final[int]
 LOOP_LOCK: Final[int]
 LOOP_HOGWILD: Final[int]
 LOOP_LEASHED: Final[int]
+LOOP_SEQLOCK: Final[int]
 POLICY_CODES: Final[dict[str, int]]
 
 def step_factors(policy: int, taus: npt.ArrayLike, threads: int, fleet_beta: float, tail_a: float = 1.0,

@@ -5,23 +5,23 @@ its distribution draws. A real run is on a machine: this module describes the th
 that change what the runtime measures (docs/simulator.md, "The machine model"), each optional and off by
 default:
 
-* **cores** (:class:`Scheduler`): P cores shared by the m simulated threads and by ``background`` phantom
-  threads standing for other processes' load. With more runnable threads than cores, threads time-share
-  in a fixed round-robin rotation of time slices of length q: in slot s = ⌊t / q⌋ thread j runs iff
-  (j − s·P + offset) mod n < P, n = m + background. The threads of leashed and hogwild never block, so
-  which slots a thread gets does not depend on what it does, and a phase that needs x seconds of CPU
-  starting at wall time t ends at W_j⁻¹(W_j(t) + x), W_j(t) the CPU time thread j has had by time t
-  (:meth:`Scheduler.end_of`). A descheduled thread's compute or copy stretches. Lock and sync waits are
-  modelled as if the waiting thread kept its place in the rotation (a simplification; the runtime's mutex
-  and barrier waits give the core away).
+* **cores** (:class:`Scheduler`): P cores shared by the m simulated threads, less the L cores' worth
+  other processes take. When m > P − L, each thread gets the share ρ = (P − L)/m of a core, in time
+  slices of length q spread evenly (in rotation: 4 threads on 2 idle cores run two at a time). The
+  threads of leashed and hogwild never block, so which slots a thread gets does not depend on what it
+  does, and a phase that needs x seconds of CPU starting at wall time t ends at W_j⁻¹(W_j(t) + x), W_j(t)
+  the CPU time thread j has had by time t (:meth:`Scheduler.end_of`). A descheduled thread's compute or
+  copy stretches. Lock waits are modelled as if the waiting thread kept its place in the rotation (a
+  simplification; the runtime's mutex gives the core away); a thread that has finished keeps its slots.
 * **memory system** (:class:`Machine` fields): an update attempt whose source vector was last written by
   another thread draws its time from the *remote* law (the copy comes from another core's cache), and a
   gradient is slowed by ``read_slowdown`` × the time another core spends copying the vector it reads
   (both measured: the remote law from the runs, the slowdown by ``leashed calibrate``); a copy that runs
   while n copies run at once takes ``copy_concurrency[n-1] / copy_concurrency[k-1]`` times longer, k the
   copies the calibration run could have had at once (bandwidth sharing).
-* **background load**: ``background`` phantom threads, always runnable, in the same rotation: a busy
-  process on a 2-core machine leaves the m threads 2m/(m + 1) cores' worth.
+* **background load**: the L cores' worth other processes took while the runs were measured
+  (``background_load_cores`` of the runtime's machine record): the threads share P − L (at least a tenth
+  of P).
 
 Parameters come from measurement (``leashed calibrate`` and the runtime's machine record), never from the
 run being predicted.
@@ -30,7 +30,6 @@ run being predicted.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -50,7 +49,7 @@ class Machine:
     cores: int | None = None
     #: scheduler time slice q (seconds)
     time_slice_s: float = DEFAULT_TIME_SLICE_S
-    #: cores' worth of other processes' load, modelled as this many (rounded) always-runnable threads
+    #: cores' worth of other processes' load: the threads share the rest, P − L
     background_load: float = 0.0
     #: relative slowdown of a gradient per second another core spends copying the vector it reads
     read_slowdown: float = 0.0
@@ -78,12 +77,7 @@ class Machine:
 
     @property
     def ideal(self) -> bool:
-        return (self.cores is None and self.background_threads == 0 and self.read_slowdown == 0
-                and not self.copy_concurrency)
-
-    @property
-    def background_threads(self) -> int:
-        return int(math.floor(self.background_load + 0.5))
+        return self.cores is None and self.read_slowdown == 0 and not self.copy_concurrency
 
     def replace(self, **changes: Any) -> Machine:
         return replace(self, **changes)
@@ -98,7 +92,7 @@ class Machine:
 
     def describe(self) -> dict[str, Any]:
         return {"cores": self.cores, "time_slice_s": self.time_slice_s,
-                "background_load": self.background_load, "background_threads": self.background_threads,
+                "background_load": self.background_load,
                 "read_slowdown": self.read_slowdown, "copy_concurrency": list(self.copy_concurrency),
                 "calibrated_concurrency": self.calibrated_concurrency, **self.notes}
 
@@ -107,7 +101,7 @@ class Machine:
         """Inverse of :meth:`describe` (unknown keys become notes)."""
         known = {"cores", "time_slice_s", "background_load", "read_slowdown", "copy_concurrency",
                  "calibrated_concurrency"}
-        notes = {k: v for k, v in data.items() if k not in known and k != "background_threads"}
+        notes = {k: v for k, v in data.items() if k not in known}
         return cls(cores=data.get("cores"),
                    time_slice_s=float(data.get("time_slice_s", DEFAULT_TIME_SLICE_S)),
                    background_load=float(data.get("background_load", 0.0)),
@@ -117,64 +111,70 @@ class Machine:
 
     def scheduler(self, m: int) -> Scheduler | None:
         """The time-sharing schedule of m threads on this machine; None when every thread has a core."""
-        n = m + self.background_threads
-        if self.cores is None or n <= self.cores:
+        if self.cores is None:
             return None
-        return Scheduler(m, self.cores, self.time_slice_s, self.background_threads)
+        return Scheduler.cores(m, self.cores, self.time_slice_s, self.background_load)
 
 
 class Scheduler:
-    """Round-robin time slices of n = m + background always-runnable threads on P < n cores.
+    """Time slices of m always-runnable threads that get ``share`` < 1 of a core each.
 
-    In slot s (wall time [s·q, (s+1)·q)) thread j runs iff (j − s·P + offset) mod n < P. The pattern has a
-    period of L = n / gcd(n, P) slots, in which every thread runs R = P·L / n slots; ``cpu`` and ``wall``
-    are exact inverses on the running slots (module docstring)."""
+    The share is min(1, (P − L) / m): P cores, L cores' worth taken by other processes. Slot s is wall
+    time [s·q, (s+1)·q); thread j runs in the slots where N_j(s) = ⌊s·ρ + φ_j⌋ steps up (ρ the share,
+    φ_j = 1 − (j + 1)/m), so every thread runs ρ of the slots, evenly spread, and with P cores and no
+    load exactly P threads run in every slot, in rotation (4 threads on 2 cores: threads 0, 1 in even
+    slots, 2, 3 in odd ones). ``cpu`` and ``wall`` are exact inverses on the running slots."""
 
-    __slots__ = ("m", "cores", "q", "n", "offset", "period", "runs", "slots")
+    __slots__ = ("m", "share", "q", "phase")
 
-    def __init__(self, m: int, cores: int, time_slice_s: float, background: int = 0, offset: int = 0) -> None:
-        self.m, self.cores, self.q = m, cores, float(time_slice_s)
-        self.n = m + background
-        self.offset = offset % self.n
-        self.period = self.n // math.gcd(self.n, cores)
-        self.slots: list[list[int]] = []
-        for j in range(m):
-            self.slots.append([s for s in range(self.period)
-                               if (j - s * cores + self.offset) % self.n < cores])
-        self.runs = len(self.slots[0]) if m else 0
+    _EPS = 1e-9
+
+    def __init__(self, m: int, share: float, time_slice_s: float) -> None:
+        if not (0.0 < share < 1.0):
+            raise ValueError(f"a time-shared thread's share must be in (0, 1), not {share!r}")
+        self.m, self.share, self.q = m, float(share), float(time_slice_s)
+        self.phase = [1.0 - (j + 1) / m for j in range(m)]
+
+    @classmethod
+    def cores(cls, m: int, cores: int, time_slice_s: float, background_load: float = 0.0) -> Scheduler | None:
+        """The schedule of m threads on ``cores`` cores of which others take ``background_load``; None
+        when every thread has a core to itself. The others never leave less than a tenth of the cores."""
+        available = max(cores - background_load, 0.1 * cores)
+        share = available / m
+        return None if share >= 1.0 else cls(m, share, time_slice_s)
+
+    def _runs_before(self, j: int, s: int) -> int:
+        """N_j(s): running slots of thread j among slots 0 .. s − 1."""
+        return int(math.floor(s * self.share + self.phase[j] + self._EPS))
+
+    def _slot_of_run(self, j: int, k: int) -> int:
+        """The slot of thread j's k-th running slot (k = 0, 1, ...)."""
+        return int(math.ceil((k + 1 - self.phase[j] - self._EPS) / self.share)) - 1
 
     def running(self, j: int, t: float) -> bool:
-        s = int(t // self.q) % self.period
-        return (j - s * self.cores + self.offset) % self.n < self.cores
+        s = int(t // self.q)
+        return self._runs_before(j, s + 1) > self._runs_before(j, s)
 
     def cpu(self, j: int, t: float) -> float:
         """CPU seconds thread j has had by wall time t."""
-        q, period, slots = self.q, self.period, self.slots[j]
+        q = self.q
         s = int(t // q)
-        p, sl = divmod(s, period)
-        before = bisect_left(slots, sl)
-        cpu = (p * self.runs + before) * q
-        if before < len(slots) and slots[before] == sl:
+        before = self._runs_before(j, s)
+        cpu = before * q
+        if self._runs_before(j, s + 1) > before:
             cpu += t - s * q
         return cpu
 
     def wall(self, j: int, c: float) -> float:
         """The earliest wall time at which thread j has had c CPU seconds."""
-        q, slots = self.q, self.slots[j]
-        per = self.runs * q
-        p = int(c // per)
-        rem = c - p * per
-        if rem < 0:
-            rem = 0.0
-        idx = int(rem // q)
-        if idx >= self.runs:  # rounding at a period boundary
-            p, idx, rem = p + 1, 0, 0.0
-        within = rem - idx * q
-        if within <= 0.0 and idx > 0:  # exactly at the end of a running slot
-            return (p * self.period + slots[idx - 1] + 1) * q
-        if within <= 0.0 and idx == 0 and p > 0:
-            return ((p - 1) * self.period + slots[-1] + 1) * q
-        return (p * self.period + slots[idx]) * q + within
+        q = self.q
+        if c <= 0:
+            return self._slot_of_run(j, 0) * q
+        k = int(c // q)
+        within = c - k * q
+        if within <= 1e-15 * q and k > 0:  # exactly at the end of a running slot
+            return (self._slot_of_run(j, k - 1) + 1) * q
+        return self._slot_of_run(j, k) * q + within
 
     def end_of(self, j: int, start: float, demand: float) -> float:
         """Wall time at which a phase of ``demand`` CPU seconds that thread j starts at ``start`` ends."""
@@ -184,11 +184,8 @@ class Scheduler:
 
     def next_run(self, j: int, t: float) -> float:
         """The first instant >= t at which thread j is on a core."""
-        if self.running(j, t):
+        s = int(t // self.q)
+        runs = self._runs_before(j, s + 1)
+        if runs > self._runs_before(j, s):
             return t
-        return self.wall(j, self.cpu(j, t) + 1e-15)
-
-    def share(self) -> float:
-        """The share of a core each thread gets: P / n."""
-        return self.cores / self.n
-
+        return self._slot_of_run(j, runs) * self.q

@@ -97,7 +97,12 @@ def _abandon_attempts(sh: Shared, ms: MachineState, committer: int) -> None:
                 continue
         else:
             boundary = done
-        when = (start + boundary) if sched is None else sched.wall(j, cpu0 + boundary + 1e-15)
+        if sched is None:
+            when = start + boundary
+        elif boundary <= done:  # it notices when it next runs (now, if it is on a core)
+            when = sched.next_run(j, now)
+        else:
+            when = sched.wall(j, cpu0 + boundary)
         att[5] = _retarget(sh, ms, j, event, max(when, now))
         att[6] = True
 
@@ -172,7 +177,7 @@ def leashed_runtime_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator
             att_end = _end(ms, i, now, u)
             if shares_bandwidth:
                 ms.copies.append(_end(ms, i, now, u * frac))
-            if slows:  # a dense attempt reads its source for all of U (dst = L − α·g), a sparse one for the copy
+            if slows:  # a dense attempt reads its source for all of U (dst = L − α·g), a sparse one copies
                 _slow_readers(sh, ms, i, t1, _end(ms, i, now, u if ms.abandon_whole else u * frac))
             unpin = _end(ms, i, now, u * frac)
             if unpin > sh.latest_unpin:

@@ -12,7 +12,6 @@ import shlex
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, run_cli
 
 from leashed.errors import SpecError
 from leashed.models import _user
@@ -21,6 +20,8 @@ from leashed.models.registry import build_model, model_descriptor
 from leashed.results import RunResult
 from leashed.runtime.run import run
 from leashed.spec import ExperimentSpec
+
+from conftest import ROOT, assert_one_line_error, run_cli
 
 CASES = ROOT / "tests" / "models" / "user_model_cases.py"
 LOGREG = ROOT / "examples" / "numba_logreg.py"
@@ -208,7 +209,8 @@ def test_examples_gradients_match_finite_differences_and_the_builtin_kernel(path
         assert g[j] == pytest.approx(fd, rel=2e-3, abs=2e-5), (j, g[j], fd)
     ref = build_model(builtin, data.n_features, data.n_classes, (hidden,) if hidden else ())
     g_ref = np.empty_like(g)
-    assert ref.bind(data.X_train, data.y_train, 32).loss_grad(theta, rows, g_ref) == pytest.approx(loss, rel=1e-6)
+    loss_ref = ref.bind(data.X_train, data.y_train, 32).loss_grad(theta, rows, g_ref)
+    assert loss_ref == pytest.approx(loss, rel=1e-6)
     np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-6)
     loss_e, acc_e = model.evaluate(theta, data.X_test[:500], data.y_test[:500])
     ref_e = ref.evaluate(theta, data.X_test[:500], data.y_test[:500])

@@ -102,8 +102,9 @@ def test_calibrated_prediction_cli_flow(tmp_path):
     proc = ok("compare", "predicted-m3.npz", "real-m3.npz")
     assert any(word in proc.stdout for word in ("agree", "differ", "inconclusive"))
     (tmp_path / "newer.json").write_text('{"format": "leashed-machine", "format_version": 99}')
-    for bad, needle in ((("--machine", "missing.json"), "missing.json"), (("--machine", "newer.json"), "newer"),
-                        (("--cores", "0"), "--cores"), (("--cores", "x"), "--cores")):
+    bads = ((("--machine", "missing.json"), "missing.json"), (("--machine", "newer.json"), "newer"),
+            (("--cores", "0"), "--cores"), (("--cores", "x"), "--cores"))
+    for bad, needle in bads:
         proc = run_cli("simulate", "--calibrate-from", "m2.npz", "--threads", "2", *bad, "--out", "bad.npz",
                        cwd=tmp_path)
         assert_one_line_error(proc, needle)
@@ -120,7 +121,8 @@ def test_read_slowdown_is_recovered_from_a_one_thread_and_a_two_thread_run(slowd
     for m in (1, 2):
         timing = TimingModel(Gamma(250e-6, 0.05), Constant(25e-6), update_remote=Constant(30e-6))
         spec = spec_of("leashed", m, 6000, "const:1", "const:1", seed=3 + m)
-        runs.append(run_simulation(spec, timing, machine=Machine(read_slowdown=slowdown), metadata=False).result)
+        machine = Machine(read_slowdown=slowdown)
+        runs.append(run_simulation(spec, timing, machine=machine, metadata=False).result)
     estimate, overlap = read_slowdown_estimate(runs[1], runs[0])
     assert overlap > 20e-6  # most gradients of m = 2 overlap the other thread's copy of their vector
     assert estimate == pytest.approx(slowdown, abs=0.05)

@@ -13,23 +13,35 @@ from leashed.sim.simulate import run_simulation
 
 def test_scheduler_four_threads_on_two_cores():
     # slot s = [s, s+1): threads 0, 1 run in even slots, 2, 3 in odd ones
-    s = Scheduler(4, 2, 1.0)
-    assert s.slots == [[0], [0], [1], [1]] and s.period == 2 and s.runs == 1
+    s = Scheduler.cores(4, 2, 1.0)
+    assert s.share == 0.5
+    assert [[s.running(j, t + 0.5) for t in range(4)] for j in range(4)] == \
+        [[True, False, True, False]] * 2 + [[False, True, False, True]] * 2
     assert [s.cpu(0, t) for t in (0, 0.5, 1, 1.5, 2, 2.5, 3)] == [0, 0.5, 1, 1, 1, 1.5, 2]
     assert [s.cpu(2, t) for t in (0, 0.5, 1, 1.5, 2, 2.5, 3)] == [0, 0, 0, 0.5, 1, 1, 1]
     assert [s.wall(0, c) for c in (0.5, 1, 1.5, 2)] == [0.5, 1, 2.5, 3]
     assert [s.wall(2, c) for c in (0, 0.5, 1, 1.5)] == [1, 1.5, 2, 3.5]
     assert s.end_of(0, 0.5, 1.0) == 2.5 and s.end_of(2, 0.0, 0.5) == 1.5
     assert s.next_run(2, 0.25) == pytest.approx(1.0) and s.next_run(0, 0.25) == 0.25
+    assert Scheduler.cores(2, 2, 1.0) is None  # every thread has a core
 
 
 def test_scheduler_three_threads_on_two_cores_share_two_thirds():
-    s = Scheduler(3, 2, 0.5)
-    assert s.period == 3 and s.runs == 2
+    s = Scheduler.cores(3, 2, 0.5)
+    for slot in range(12):  # exactly two threads in every slot
+        assert sum(s.running(j, slot * 0.5 + 0.25) for j in range(3)) == 2
     for j in range(3):
         assert s.cpu(j, 30.0) == pytest.approx(20.0)  # 2/3 of a core each
         for c in (0.1, 0.5, 0.7, 1.0, 3.3):
             assert s.cpu(j, s.wall(j, c)) == pytest.approx(c)
+
+
+def test_scheduler_shares_what_the_background_leaves():
+    # 2 cores, half a core taken by others: 2 threads get 3/4 of a core each; one thread keeps its core
+    s = Scheduler.cores(2, 2, 0.01, background_load=0.5)
+    assert s.share == pytest.approx(0.75)
+    assert s.cpu(0, 100.0) == pytest.approx(75.0, rel=1e-3) and s.cpu(1, 100.0) == pytest.approx(75.0, rel=1e-3)
+    assert Scheduler.cores(1, 2, 0.01, background_load=1.0) is None
 
 
 def test_hogwild_four_threads_two_cores_hand_solved():
@@ -45,11 +57,11 @@ def test_hogwild_four_threads_two_cores_hand_solved():
     assert s.result.extra["machine"]["applied"] is True
 
 
-def test_background_thread_takes_its_share():
-    # seq alone, then seq with one busy phantom on one core: every phase runs at half speed
+def test_background_load_takes_its_share():
+    # seq alone on one core, then with another process taking half of it: every phase runs at half speed
     spec = spec_of("seq", 1, 100, "const:0.3", "const:0.1")
     alone = run_simulation(spec, metadata=False, machine=Machine(cores=1)).result
-    loaded = run_simulation(spec, metadata=False, machine=Machine(cores=1, background_load=1.0,
+    loaded = run_simulation(spec, metadata=False, machine=Machine(cores=1, background_load=0.5,
                                                                     time_slice_s=0.05)).result
     assert alone.totals["wall_time_s"] == pytest.approx(40.0)
     assert loaded.totals["wall_time_s"] == pytest.approx(80.0, rel=0.01)
