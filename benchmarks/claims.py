@@ -299,7 +299,7 @@ def quick_config() -> ClaimsConfig:
 
 def tiny_config() -> ClaimsConfig:
     """The test's version (tests/test_claims.py): every claim, minimal grids, seconds."""
-    return ClaimsConfig(name="tiny", seeds=2, hidden=(8,), target=0.5, hw_lrs=(0.3,), hw_updates=120,
+    return ClaimsConfig(name="tiny", seeds=2, hidden=(8,), target=0.7, hw_lrs=(0.3,), hw_updates=120,
                         hw_evaluations=6,
                         calibration_updates=150, sim_m=(4,), sim_lrs=(0.3,), sim_updates=120,
                         sim_evaluations=6, sweep_m=(4, 16), sweep_updates=300, adaptive_m=(4,),

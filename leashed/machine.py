@@ -13,7 +13,7 @@ Two things live here (docs/machine.md has the field-by-field description):
 * :class:`RunProbe` and :func:`thread_machine`, the runtime's record of the machine during a run
   (``result.metadata["machine"]``): usable cores, load average at start and end, background load from
   /proc/stat, and per worker thread the CPU time, wall time, CPU share and context switches measured in
-  C by the worker loop (runtime/_workers.pyx worker_main).
+  C by the worker loop (runtime/_loops.pyx worker_main).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 One definition for the pure-Python engines: the runtime's reference twin, the simulator's
 with-gradients mode and the MPI backend. The runtime's worker loops implement the same rules in C
-(``runtime/_workers.pyx``); tests hold the two against each other.
+(``runtime/_phases.pxd``); tests hold the two against each other.
 """
 
 from __future__ import annotations

@@ -416,6 +416,11 @@ def _find_idx_files(directory: Path, what: str, fix: str) -> dict[str, Path]:
     return found
 
 
+def _few(values: np.ndarray, shown: int = 5) -> str:
+    head = ", ".join(str(int(v)) for v in values[:shown])
+    return head + (f" (and {len(values) - shown} more)" if len(values) > shown else "")
+
+
 def _build_idx(files: dict[str, Path]) -> dict[str, Any]:
     Xtr, ytr = _check_images_labels(
         read_idx(files["train_images"]),
@@ -433,6 +438,13 @@ def _build_idx(files: dict[str, Path]) -> dict[str, Any]:
             "use files of one data set"
         )
     n_classes = int(max(ytr.max(initial=0), yte.max(initial=0))) + 1
+    absent = np.setdiff1d(np.arange(n_classes), np.union1d(ytr, yte))
+    if 2 * len(absent) > n_classes:  # e.g. a corrupt label 255 in a 10-class file: a 256-class model
+        raise DataError(
+            f"{files['train_labels']} uses labels up to {n_classes - 1} but {len(absent)} of those "
+            f"{n_classes} classes never occur (e.g. {_few(absent)}): labels must be 0 .. C-1; fix the "
+            f"label files"
+        )
     return {
         "X_train": Xtr, "y_train": ytr, "X_test": Xte, "y_test": yte,
         "input_shape": _idx_input_shape(images_test), "n_classes": n_classes,

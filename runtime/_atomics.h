@@ -3,7 +3,7 @@
  * Everything here is `static inline` C on the GCC/Clang `__atomic` builtins (the C11 memory model), so the
  * runtime's lock-free code states its memory orders explicitly instead of relying on x86's strong
  * ordering. Each function names its order in its name; the comment at each call site in _store.pxd /
- * _workers.pyx says why that order is enough. The short version of the rules used throughout:
+ * _loops.pyx / _phases.pxd say why that order is enough. The short version of the rules used throughout:
  *
  *   relaxed  - atomicity only: statistics, counters nobody synchronises through, and HOGWILD!'s element
  *              loads/stores (papers.md §2: racing stores are the algorithm; relaxed makes them defined

@@ -5,7 +5,7 @@ Every benchmark runs in C threads started here with ``pthread_create`` (no Pytho
 allocation inside the timed loops), each pinned to one core with ``sched_setaffinity(0, ...)`` (Linux: the
 calling thread only; a pin that the kernel refuses is reported, not fatal). The Python side
 (:mod:`leashed.machine`) chooses the cores and the repetitions and takes medians of the raw nanosecond
-timings returned here. The memory operations are the runtime's own (runtime/_workers.pyx): a copy is
+timings returned here. The memory operations are the runtime's own (runtime/_phases.pxd): a copy is
 ``memcpy`` of ``n`` float32, an axpy is ``dst[i] = src[i] - a * g[i]`` (``axpy_into``, the dense leashed
 attempt, papers.md §2.1), a read pass is a dot product over the vector (the stand-in for a gradient
 reading its weights).
@@ -120,7 +120,7 @@ cdef inline void fill(float *v, int64_t n, int64_t r) noexcept nogil:
 
 
 cdef inline void axpy_into(float *dst, const float *src, float a, const float *g, int64_t n) noexcept nogil:
-    """dst = src - a * g: the runtime's dense attempt (runtime/_workers.pyx axpy_into)."""
+    """dst = src - a * g: the runtime's dense attempt (runtime/_phases.pxd axpy_into)."""
     cdef int64_t i
     for i in range(n):
         dst[i] = src[i] - a * g[i]

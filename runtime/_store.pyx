@@ -3,7 +3,7 @@
 with reader counts and stale flags, the latest published through one atomic (slot, version) word.
 
 The protocol lives in ``_store.pxd`` as inline nogil functions used by the worker loops
-(``_workers.pyx``); this module owns the memory (:class:`ParameterStore`) and exposes the same
+(``_loops.pyx``); this module owns the memory (:class:`ParameterStore`) and exposes the same
 operations to Python for inspection and for single-threaded protocol tests.
 """
 

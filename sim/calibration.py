@@ -42,7 +42,7 @@ from leashed.sim.timing import Empirical, Scaled, TimingModel, from_result
 
 __all__ = ["attempt_times", "calibrate", "recorded_machine"]
 
-#: floats a leashed copy handles between two looks at the published word (runtime/_workers.pyx COPY_CHUNK)
+#: floats a leashed copy handles between two looks at the published word (runtime/_phases.pxd COPY_CHUNK)
 COPY_CHUNK_FLOATS = 4096
 
 

@@ -33,7 +33,8 @@ from leashed.spec import ALGORITHMS, MODELS, STEP_POLICIES, ExperimentSpec
 
 #: timing-only runs without --updates (and without a calibration file) simulate this many gradients
 DEFAULT_UPDATES = 10_000
-_MODEL_OPTIONS = ("dataset", "lr", "batch_size", "hidden", "epochs", "step_policy", "evaluations")
+_MODEL_OPTIONS = ("dataset", "lr", "batch_size", "hidden", "epochs", "step_policy", "evaluations",
+                  "divergence_factor")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "percentage; default none); timing only: scales the update time by K/d "
                        "(--sparse-update-factor)")
     model.add_argument("--error-memory", action="store_true", help="error feedback for the sparsifier")
+    model.add_argument("--divergence-factor", type=float, metavar="F", help="stop, save and exit 2 once a "
+                       "loss exceeds F x ln(classes) (F x the first loss for regression; default 10; "
+                       "docs/errors.md)")
     model.add_argument("--evaluations", type=int, metavar="N", help="loss evaluations over the run "
                        "(default: the calibration file's, else 20)")
     out = parser.add_argument_group("output")
@@ -204,6 +208,8 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
     elif not gradients and base.updates is None:
         changes["updates"] = len(calibration.updates) if calibration is not None else DEFAULT_UPDATES
     extra = {**base.extra, "copy_fraction": copy_fraction, "bus_contention": contention}
+    if getattr(args, "divergence_factor", None) is not None:
+        extra["divergence_factor"] = float(args.divergence_factor)
     if args.sparse_update_factor is not None:
         factor = args.sparse_update_factor
         if not (0.0 <= factor <= 1.0):
@@ -273,6 +279,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"leashed: interrupted: partial result ({sim.result.totals['updates_applied']} updates) saved "
               f"to {path}", file=sys.stderr)
         return interrupts.exit_status()
+    if sim.result.totals.get("diverged_at") not in (None, -1):
+        from leashed.errors import DivergenceError
+
+        raise DivergenceError(f"the simulated training diverged at version {sim.result.totals['diverged_at']} "
+                              f"(non-finite loss, or loss above {sim.engine.loss_limit:.4g}); the result was "
+                              f"saved to {path}; try a smaller --lr (or --divergence-factor)")
     if not args.quiet:
         print(_summary(sim.result, path))
     return 0

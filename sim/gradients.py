@@ -89,17 +89,29 @@ class GradientEngine:
              for s in sparse_seeds(spec.seed, self.m)]
         self.work = self.bound.new_workspace()
         self.last_loss = math.nan
+        # divergence (docs/errors.md): NaN/inf, or a loss above the factor x ln(classes) (x the first loss
+        # for regression); spec.extra["divergence_factor"], the runtime's --divergence-factor
+        from leashed.limits import DEFAULT_DIVERGENCE_FACTOR
+
+        self.divergence_factor = float(spec.extra.get("divergence_factor", DEFAULT_DIVERGENCE_FACTOR))
+        self.loss_limit: float | None = None
         rows = evaluation_rows(spec.seed, data.n_train)
         self.eval_X = data.X_train[rows]
         self.eval_y = None if data.y_train is None else data.y_train[rows]
 
     # ----------------------------------------------------------------------------- per gradient
     def gradient(self, ticket: int, worker: int) -> tuple[np.ndarray | None, float]:
-        """The ticket's batch gradient at the current θ, sparsified; (None, loss) if the loss is NaN/inf."""
+        """The ticket's batch gradient at the current θ, sparsified; (None, loss) if the loss is NaN/inf or
+        above the divergence limit (leashed/limits.py ``loss_limit``)."""
         g = np.empty(self.n_params, np.float32)
         loss = self.bound.loss_grad(self.theta, self.batches.rows(ticket), g, self.work)
         self.last_loss = loss
-        if not math.isfinite(loss):
+        if self.loss_limit is None:
+            from leashed.limits import loss_limit
+
+            self.loss_limit = loss_limit(self.spec.model, int(self.data.n_classes or 0),
+                                         loss if math.isfinite(loss) else None, self.divergence_factor)
+        if not math.isfinite(loss) or loss > self.loss_limit:
             return None, loss
         if self.sparse != "none":
             g = self._sparsify(g, worker)

@@ -508,3 +508,13 @@ def test_real_fashion_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
     assert d.n_classes == 10 and d.X_train.min() == 0.0 and d.X_train.max() == 1.0
     assert np.bincount(d.y_train).tolist() == [6000] * 10
     assert np.bincount(d.y_test).tolist() == [1000] * 10
+
+
+def test_idx_labels_that_imply_absurd_classes_are_refused(tmp_path: Path) -> None:
+    """A 5-class IDX set with one corrupt label 255 would train a 256-class model: refused in one line."""
+    arrays = make_idx_dir(tmp_path / "bad")
+    arrays["train_labels"][1] = 255
+    write_idx(tmp_path / "bad" / ds.IDX_FILES["train_labels"], arrays["train_labels"])
+    with pytest.raises(DataError) as err:
+        ds.load_dataset(f"idx:{tmp_path / 'bad'}")
+    assert "255" in one_line(err) and "never occur" in one_line(err)

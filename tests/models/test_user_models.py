@@ -9,6 +9,8 @@ from __future__ import annotations
 import ctypes
 import re
 import shlex
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -241,3 +243,52 @@ def test_docs_commands_train_logreg_to_91_percent_and_simulate_it(tmp_path):
     assert sim.source == "sim" and sim.spec.model == result.spec.model
     assert sim.totals["updates_applied"] + sim.totals["updates_dropped"] == 300
     assert np.isfinite(sim.samples.loss[-1]) and sim.samples.loss[-1] < 1.0  # it learnt: ln 10 = 2.3
+
+
+def _main_thread_rate_during(call) -> float:
+    """Python loop iterations per second of the main thread while another thread runs ``call``, as a
+    fraction of the rate with no other thread: near 1 (or a load-dependent share) if ``call`` releases
+    the GIL, near 0 if it holds it."""
+    def spin(seconds: float) -> float:
+        n, end = 0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            n += 1
+        return n / seconds
+
+    free = spin(0.1)
+    inside, done = threading.Event(), threading.Event()
+
+    def work() -> None:
+        inside.set()
+        call()
+        done.set()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    inside.wait()
+    n, start = 0, time.perf_counter()
+    while not done.is_set():
+        n += 1
+    rate = n / (time.perf_counter() - start)
+    thread.join()
+    return rate / free
+
+
+def test_numba_model_calls_hold_no_gil():
+    """While a thread trains the numba MLP (one nogil loop of 300 gradients), the main thread keeps
+    running Python; a call that holds the GIL (the control: sum over a range, in C) stops it."""
+    pytest.importorskip("numba")
+    from leashed.models.datasets import load_dataset
+
+    data = load_dataset("mnist")
+    model = build_model(f"{MLP}:model", data.n_features, data.n_classes)
+    bound = model.bind(data.X_train, data.y_train, 64)
+    theta, g = model.init_params(0), np.empty(model.n_params, np.float32)
+    rows = np.random.default_rng(0).integers(0, data.n_train, (300, 64))
+    bound.loss_grad_many(theta, rows[:2], g)  # warm
+    start = time.perf_counter()
+    held = _main_thread_rate_during(lambda: sum(range(30_000_000)))
+    control_s = time.perf_counter() - start
+    free = _main_thread_rate_during(lambda: bound.loss_grad_many(theta, rows, g))
+    assert control_s > 0.2 and held < 0.05, (held, control_s)
+    assert free > 0.2, free

@@ -170,3 +170,20 @@ def test_batch_schedule():
     assert not np.array_equal(batch_rows(nb, n_rows, bs, seed), batch_rows(0, n_rows, bs, seed))
     assert not np.array_equal(batch_rows(0, n_rows, bs, seed), batch_rows(0, n_rows, bs, seed + 1))
     assert math.isclose(len(batch_rows(3, n_rows, bs, seed)), bs)
+
+
+def test_a_diverging_simulation_is_saved_and_exits_2(tmp_path):
+    """docs/errors.md: a loss above 10 x ln(classes) stops the simulated run too; saved, exit 2."""
+    from conftest import run_cli
+
+    from leashed.results import RunResult
+
+    out = tmp_path / "div.npz"
+    proc = run_cli("simulate", "--algorithm", "leashed", "--threads", "4", "--compute-time", "exp:mean=1ms",
+                   "--update-time", "const:50us", "--model", "mlp", "--hidden", "16", "--lr", "1000",
+                   "--updates", "300", "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("leashed: error: ") and "diverged" in lines[0]
+    result = RunResult.load(out)
+    assert result.totals["diverged_at"] >= 0 and result.totals["updates_applied"] < 300

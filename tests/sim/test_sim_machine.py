@@ -40,7 +40,8 @@ def test_scheduler_shares_what_the_background_leaves():
     # 2 cores, half a core taken by others: 2 threads get 3/4 of a core each; one thread keeps its core
     s = Scheduler.cores(2, 2, 0.01, background_load=0.5)
     assert s.share == pytest.approx(0.75)
-    assert s.cpu(0, 100.0) == pytest.approx(75.0, rel=1e-3) and s.cpu(1, 100.0) == pytest.approx(75.0, rel=1e-3)
+    assert s.cpu(0, 100.0) == pytest.approx(75.0, rel=1e-3)
+    assert s.cpu(1, 100.0) == pytest.approx(75.0, rel=1e-3)
     assert Scheduler.cores(1, 2, 0.01, background_load=1.0) is None
 
 
