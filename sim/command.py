@@ -282,7 +282,8 @@ def run(args: argparse.Namespace) -> int:
     if sim.result.totals.get("diverged_at") not in (None, -1):
         from leashed.errors import DivergenceError
 
-        raise DivergenceError(f"the simulated training diverged at version {sim.result.totals['diverged_at']} "
+        at = sim.result.totals["diverged_at"]
+        raise DivergenceError(f"the simulated training diverged at version {at} "
                               f"(non-finite loss, or loss above {sim.engine.loss_limit:.4g}); the result was "
                               f"saved to {path}; try a smaller --lr (or --divergence-factor)")
     if not args.quiet:

@@ -118,6 +118,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):
     return result, write_page(result, claims, out), out, lines
 
 
+@pytest.mark.slow  # the tiny run: about 15-30 s on 2 busy cores (MNIST conversion included)
 def test_tiny_run_writes_every_row(tiny) -> None:
     result, index, out, lines = tiny
     assert sum(line.endswith(" ...") for line in lines) == 4  # one progress line per experiment, and its end
@@ -142,6 +143,7 @@ def test_tiny_run_writes_every_row(tiny) -> None:
     assert ("time_to_target", "hardware") in engines and ("time_to_target", "simulated") in engines
 
 
+@pytest.mark.slow
 def test_tiny_run_verdict_follows_the_data(tiny) -> None:
     result = tiny[0]
     records = result.records["time_to_target"]

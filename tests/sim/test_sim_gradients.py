@@ -174,9 +174,9 @@ def test_batch_schedule():
 
 def test_a_diverging_simulation_is_saved_and_exits_2(tmp_path):
     """docs/errors.md: a loss above 10 x ln(classes) stops the simulated run too; saved, exit 2."""
-    from conftest import run_cli
-
     from leashed.results import RunResult
+
+    from conftest import run_cli
 
     out = tmp_path / "div.npz"
     proc = run_cli("simulate", "--algorithm", "leashed", "--threads", "4", "--compute-time", "exp:mean=1ms",
