@@ -87,7 +87,8 @@ def _end_to_end(updates: int, repeat: int) -> tuple[str, str, float, float | Non
             start = time.perf_counter()
             subprocess.run([sys.executable, "-m", "leashed", "simulate", "--algorithm", "leashed",
                             "--threads", "8", "--compute-time", "exp:mean=1ms", "--update-time", "const:1us",
-                            "--updates", str(updates), "--quiet", "--out", os.path.join(tmp, "s.npz")], check=True)
+                            "--updates", str(updates), "--quiet", "--out", os.path.join(tmp, "s.npz")],
+                           check=True)
             wall = time.perf_counter() - start
             best = wall if best is None else min(best, wall)
     assert best is not None
