@@ -78,7 +78,10 @@ def _interval_figure(rows: Sequence[dict[str, Any]], path: Path, title: str, lin
     for v in lines:
         ax.axvline(v, color="#777", ls="--", lw=1)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([f"{r['comparison']} ({r['engine'][:3]})" for r in reversed(rows)], fontsize=7)
+    short = {"hardware": "hw", "simulated": "sim"}
+    ax.set_yticklabels([f"{r['comparison']} ({short.get(r['engine'], r['engine'])})" for r in reversed(rows)],
+                       fontsize=7)
+    ax.set_xlabel(f"{rows[0]['statistic'].replace('_', ' ')}" + (" (log scale)" if log and finite else ""))
     if log and finite:
         ax.set_xscale("log")
     ax.set_title(title, fontsize=9)
@@ -177,7 +180,9 @@ def _markdown(result: Any, script: Any, figures: dict[str, str]) -> str:
         if c.key in figures:
             out += ["", f"![{c.title}]({figures[c.key]})"]
         out.append("")
-    out += [f"- note: {n}" for n in f.get("notes", [])]
+    caveats = [*getattr(script, "CAVEATS", ()), *f.get("notes", [])]
+    if caveats:
+        out += ["## Limits of this evidence", ""] + [f"- {n}" for n in caveats]
     return "\n".join(out) + "\n"
 
 
@@ -229,8 +234,10 @@ def write_page(result: Any, script: Any, out: str | Path) -> Path:
         if _draw_claim(c.key, rows, result.records, path) is not None:
             page.embed(path, f"claim {c.number}: {c.title}")
             figures[c.key] = f"figures/{c.key}.png"
-    for note in f.get("notes", []):
-        page.add(f'<p class="note">{_e(note)}</p>')
+    caveats = [*getattr(script, "CAVEATS", ()), *f.get("notes", [])]
+    if caveats:
+        page.add("<h2>Limits of this evidence</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in caveats)
+                 + "</ul>")
     doc = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>leashed claims</title><style>"
            + _CSS + _CSS_VERDICT + "</style></head><body>\n" + "\n".join(page.parts) + "\n</body></html>\n")
     index = write_atomic(out / "index.html", lambda fh: fh.write(doc.encode("utf-8")))
@@ -245,3 +252,21 @@ def write_page(result: Any, script: Any, out: str | Path) -> Path:
     text = json.dumps(_plain(data), indent=1, ensure_ascii=False) + "\n"
     write_atomic(out / "claims.json", lambda fh: fh.write(text.encode("utf-8")))
     return index
+
+
+def _floats(value: Any) -> Any:
+    """Undo :func:`_plain`'s strings for non-finite floats."""
+    if isinstance(value, dict):
+        return {k: _floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_floats(v) for v in value]
+    if value in ("inf", "-inf", "nan"):
+        return float(value)
+    return value
+
+
+def result_from_json(path: str | Path, script: Any) -> Any:
+    """The ``ClaimsResult`` of a ``claims.json`` (to draw a run's page again with :func:`write_page`)."""
+    data = _floats(json.loads(Path(path).read_text(encoding="utf-8")))
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data["config"].items()}
+    return script.ClaimsResult(script.ClaimsConfig(**fields), data["rows"], data["records"], data["facts"])

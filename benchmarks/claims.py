@@ -172,6 +172,21 @@ AGGREGATION = ("A claim's overall verdict is taken over its headline rows (all r
                "reproduced; otherwise inconclusive (mixed or too little data).")
 
 
+#: what every run's page says about the limits of its evidence
+CAVEATS = (
+    "The CNN is not measured: with-gradients simulation of the CNN is about ten times slower per gradient "
+    "than the small MLP's, and its hardware runs would double the run's length; every row is the MLP.",
+    "The calibration runs are this machine's, under its load at the time (the load average is in the "
+    "header): their compute times include descheduling by other processes.",
+    "Time to target is resolved to the spacing of the evaluations (1/evaluations of a run's length).",
+    "`normalised` is the model-normalised family of papers.md §3.2 (the MindTheStep formula itself is "
+    "unverified); `tail` is TAIL-τ as the authors coded it, whose mean factor is not 1 (papers.md §3.1).",
+    "The simulator does not model HOGWILD!'s torn reads or lost updates: simulated hogwild is a consistent "
+    "algorithm with hogwild's staleness and timing.",
+    "Peak RSS is the whole process, data set included: vectors of the MLP are a small part of it.",
+)
+
+
 def claim(key: str) -> Claim:
     return next(c for c in CLAIMS if c.key == key)
 
@@ -299,7 +314,7 @@ def quick_config() -> ClaimsConfig:
 
 def tiny_config() -> ClaimsConfig:
     """The test's version (tests/test_claims.py): every claim, minimal grids, seconds."""
-    return ClaimsConfig(name="tiny", seeds=2, hidden=(8,), target=0.7, hw_lrs=(0.3,), hw_updates=120,
+    return ClaimsConfig(name="tiny", seeds=2, hidden=(8,), target=0.7, hw_lrs=(0.1,), hw_updates=120,
                         hw_evaluations=6,
                         calibration_updates=150, sim_m=(4,), sim_lrs=(0.3,), sim_updates=120,
                         sim_evaluations=6, sweep_m=(4, 16), sweep_updates=300, adaptive_m=(4,),
@@ -828,7 +843,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return cli_main(argv)
 
 
-__all__ = ["CLAIMS", "ClaimsConfig", "ClaimsResult", "Rule", "aggregate", "log_ratio_interval",
+__all__ = ["CAVEATS", "CLAIMS", "ClaimsConfig", "ClaimsResult", "Rule", "aggregate", "log_ratio_interval",
            "quick_config", "run_claims", "slowed", "speedup_rows", "t_interval", "tiny_config", "verdict"]
 
 if __name__ == "__main__":

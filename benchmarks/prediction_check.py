@@ -1,11 +1,12 @@
 """Does a calibrated prediction agree with the hardware? Simulate, run and compare, at several thread counts.
 
 1. ``leashed calibrate``: the machine file (copies, time slice, load, cores);
-2. calibration runs of the runtime at m = 1 and 2 (seeds 100, 101);
-3. target runs at every m of ``--threads`` (seed 0, different from the calibration runs: a prediction is
-   never judged against the run it was calibrated from);
-4. for every m, ``leashed simulate --calibrate-from m1 --calibrate-from m2 --machine machine.json
-   --threads m`` (5 seeds), then ``leashed compare`` against the target run;
+2. ``--repeats`` rounds, each: a calibration run of the runtime at m = 1 and one at m = 2 (seeds 100 + r,
+   200 + r), then a target run at every m of ``--threads`` (seed r: never the runs a prediction was
+   calibrated from). Interleaving spreads the machine's drift (on the shared 2-core VM consecutive runs
+   of one setting differ by up to 25 %) over every setting alike;
+3. for every m, ``leashed simulate --calibrate-from`` (every calibration run) ``--machine machine.json
+   --threads m`` (5 seeds), then ``leashed compare`` against the target runs of that m, as replicates;
 5. the control: the same prediction on a deliberately wrong machine (``--cores 16``).
 
 Prints one table (predicted and measured throughput, CAS failure fraction, staleness mean, TV and the
@@ -65,9 +66,9 @@ def _predict(out: Path, name: str, m: int, calibration: list[Path], *extra: str)
     return path
 
 
-def _compare(out: Path, predicted: Path, measured: Path) -> dict[str, Any]:
+def _compare(out: Path, predicted: Path, measured: list[Path]) -> dict[str, Any]:
     target = out / f"compare-{predicted.stem}"
-    _leashed("compare", str(predicted), str(measured), "--out", str(target))
+    _leashed("compare", str(predicted), *map(str, measured), "--out", str(target))
     return json.loads((target / "comparison.json").read_text())
 
 
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", default="1,2,3,4,8", help="target thread counts (default 1,2,3,4,8)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of calibration and target runs "
+                        "(default 3)")
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--out", default="prediction-check", help="folder for the files and the table")
     parser.add_argument("--busy-core", action="store_true", help="a busy loop on core 0 during the runs")
@@ -109,16 +112,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"prediction check: {load_note()}", flush=True)
     machine = out / "machine.json"
     _leashed("calibrate", *(["--quick"] if args.quick else []), "--out", str(machine))
-    calibration = [_train(out, 1, 100, size, args.dataset), _train(out, 2, 101, size, args.dataset)]
-    busy = _busy_loop(0) if args.busy_core else None
-    try:
-        if busy is not None:
-            time.sleep(0.5)
-        targets = {m: _train(out, m, 0, size, args.dataset) for m in threads}
-    finally:
-        if busy is not None:
-            busy.kill()
-            busy.wait()
+    calibration: list[Path] = []
+    targets: dict[int, list[Path]] = {m: [] for m in threads}
+    for r in range(max(1, args.repeats)):
+        calibration += [_train(out, 1, 100 + r, size, args.dataset), _train(out, 2, 200 + r, size,
+                                                                              args.dataset)]
+        busy = _busy_loop(0) if args.busy_core else None
+        try:
+            if busy is not None:
+                time.sleep(0.5)
+            for m in threads:
+                targets[m].append(_train(out, m, r, size, args.dataset))
+        finally:
+            if busy is not None:
+                busy.kill()
+                busy.wait()
     print(f"runs done in {time.perf_counter() - started:.0f} s", flush=True)
     table = Table("calibrated predictions against the runtime (leashed, MNIST MLP, batch 64)",
                   ["m", "variant", "X pred", "X meas", "X", "CAS pred", "CAS meas", "CAS", "tau pred",
@@ -129,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     for m in threads:
         variants: list[tuple[str, tuple[str, ...]]] = [("calibrated", ("--machine", str(machine)))]
         if args.busy_core:
-            record = RunResult.load(targets[m]).metadata.get("machine") or {}
-            load = float(record.get("background_load_cores") or 0.0)
+            loads = [float((RunResult.load(t).metadata.get("machine") or {}).get("background_load_cores")
+                           or 0.0) for t in targets[m]]
+            load = sum(loads) / len(loads)
             variants = [(f"recorded load {load:.2f}", ("--machine", str(machine), "--background-load",
                                                        f"{load:.3f}")),
                         ("load ignored", ("--machine", str(machine), "--ignore-load"))]

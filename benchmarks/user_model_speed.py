@@ -37,31 +37,40 @@ TARGET_VS_BUILTIN = 0.5
 
 
 def measure(threads: tuple[int, ...], updates: dict[str, int], repeats: int, algorithm: str,
-            verbose: bool = True) -> dict[tuple[str, int], list[float]]:
-    """{(model label, m): updates/s of each repetition}."""
+            verbose: bool = True) -> dict[tuple[str, int], list[dict[str, float]]]:
+    """{(model label, m): per repetition, updates/s, updates per CPU-second of the worker threads, and
+    the workers' voluntary context switches (a thread that waits for the GIL makes them)}."""
     from leashed.models.datasets import load_dataset
     from leashed.runtime.run import run
     from leashed.spec import ExperimentSpec
 
     data = load_dataset("mnist")
-    out: dict[tuple[str, int], list[float]] = {(label, m): [] for label, _, _ in MODELS for m in threads}
+    out: dict[tuple[str, int], list[dict[str, float]]] = {(label, m): [] for label, _, _ in MODELS
+                                                          for m in threads}
     for rep in range(repeats):
         for label, model, _ in MODELS:
             for m in threads:
                 spec = ExperimentSpec(algorithm=algorithm, threads=m, model=model, hidden=(128,),
                                       batch_size=64, lr=0.2, updates=updates[label], evaluations=0, seed=rep)
-                value = float(run(spec, dataset=data, progress=False).summary()["updates_per_s"])
-                out[(label, m)].append(value)
+                result = run(spec, dataset=data, progress=False)
+                value = float(result.summary()["updates_per_s"])
+                machine = result.metadata.get("machine", {})
+                cpu = float(sum(machine.get("thread_cpu_s") or [0.0]))
+                out[(label, m)].append({"ups": value, "per_cpu": updates[label] / cpu if cpu else 0.0,
+                                        "voluntary": float(sum(machine.get("voluntary_switches") or [0]))})
                 if verbose:
                     print(f"  rep {rep + 1}/{repeats} {label:16s} m={m}: {value:8.0f} updates/s",
                           file=sys.stderr, flush=True)
     return out
 
 
-def table(runs: dict[tuple[str, int], list[float]], threads: tuple[int, ...], algorithm: str) -> Table:
-    med = {k: statistics.median(v) for k, v in runs.items()}
+def table(runs: dict[tuple[str, int], list[dict[str, float]]], threads: tuple[int, ...],
+          algorithm: str) -> Table:
+    med = {k: statistics.median(r["ups"] for r in v) for k, v in runs.items()}
+    per_cpu = {k: statistics.median(r["per_cpu"] for r in v) for k, v in runs.items()}
     columns = ["model"] + [f"M={m} upd/s" for m in threads]
     columns += [f"M={m} x(M=1)" for m in threads if m > 1] + [f"M={m} x(built-in)" for m in threads]
+    columns += [f"M={m} upd/CPU-s" for m in threads] + ["voluntary switches"]
     t = Table(f"User models vs built-in kernels, MNIST, {algorithm}, batch 64 (median of the repetitions)",
               columns)
     for label, _, builtin in MODELS:
@@ -73,6 +82,8 @@ def table(runs: dict[tuple[str, int], list[float]], threads: tuple[int, ...], al
             if builtin is not None:
                 ref = next(lab for lab, mod, _ in MODELS if mod == builtin)
                 row[f"M={m} x(built-in)"] = round(med[(label, m)] / med[(ref, m)], 2)
+            row[f"M={m} upd/CPU-s"] = round(per_cpu[(label, m)])
+        row["voluntary switches"] = int(max(r["voluntary"] for m in threads for r in runs[(label, m)]))
         t.add(**row)
     if 1 in threads and 2 in threads:
         for label in ("numba mlp", "numba logreg"):
@@ -83,7 +94,10 @@ def table(runs: dict[tuple[str, int], list[float]], threads: tuple[int, ...], al
         got = med[("numba mlp", m)] / med[("built-in mlp", m)]
         t.notes.append(f"numba mlp at M={m}: {got:.2f} of the built-in kernel's updates/s (target >= "
                        f"{TARGET_VS_BUILTIN}): {'met' if got >= TARGET_VS_BUILTIN else 'NOT met'}")
-    spread = [max(v) / min(v) for v in runs.values()]
+    t.notes.append("upd/CPU-s: updates per CPU-second of the worker threads; equal at M = 1 and 2 means the "
+                   "threads did not serialise, whatever the load; voluntary switches: the most any run's "
+                   "workers made (a thread waiting for the GIL makes them)")
+    spread = [max(r["ups"] for r in v) / min(r["ups"] for r in v) for v in runs.values()]
     t.notes.append(f"spread between the best and worst repetition of a cell: up to {max(spread):.2f}x")
     t.notes.append(load_note())
     t.notes.append(blas_note())

@@ -1,7 +1,8 @@
 """Multinomial logistic regression on MNIST (784 x 10 + 10 parameters) as a user model in numba.
 
     pip install 'leashed-sgd[numba]'
-    leashed train --model examples/numba_logreg.py:model --threads 2 --epochs 3
+    leashed train --model examples/numba_logreg.py:model --algorithm leashed --threads 2 --epochs 3 \
+        --out lr.npz
 
 The model ABI (arguments, workspace, errors) is docs/models.md. Parameters: ``fc1.W`` (784, 10) row-major,
 then ``fc1.b`` (10,), the layout of the built-in ``softmax`` model. Loss: the mean softmax cross-entropy

@@ -1,7 +1,7 @@
 """A 784-128-10 ReLU MLP on MNIST (101,770 parameters) as a user model in numba.
 
     pip install 'leashed-sgd[numba]'
-    leashed train --model examples/numba_mlp.py:model --threads 2 --epochs 1
+    leashed train --model examples/numba_mlp.py:model --algorithm hogwild --threads 2 --epochs 1 --out mlp.npz
 
 The model ABI (arguments, workspace, errors) is docs/models.md. Parameters, in this order (the layout of
 the built-in ``mlp`` model): ``fc1.W`` (784, 128), ``fc1.b`` (128,), ``fc2.W`` (128, 10), ``fc2.b`` (10,);

@@ -5,7 +5,7 @@ bench`` finds its scripts: :func:`leashed.bench.benchmarks_dir`) and writes, int
 ``index.html`` (the report's style, figures embedded; :mod:`leashed.analysis.claims_page`), ``claims.md``
 (the table) and ``claims.json`` (every row, interval, verdict and the run's records). Progress: one line
 per experiment on stderr; the page's path is printed last. ``--quick`` (3 seeds, one simulated m per
-claim) takes under 10 minutes on a 2-core machine; the full run about 25 to 40.
+claim) took 196 s on a 2-core machine at load average 6; the full run 927 s (docs/claims.md).
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Measure the papers' claims (time to target, stability, memory, contention "
                           "regulation, adaptive steps, sparsification; docs/papers.md) with several seeds, "
-                          "a 90 %% interval per statistic and a verdict reproduced / not reproduced / "
+                          "a 90 % interval per statistic and a verdict reproduced / not reproduced / "
                           "inconclusive from a rule fixed before the run; write a page. Rows at m above "
                           "this machine's cores are simulated with real gradients, calibrated from this "
                           "machine's runtime runs. --quick: under 10 minutes on 2 cores. See leashed docs "
                           "claims.")
     parser.add_argument("--quick", action="store_true",
-                        help="3 seeds, smaller grids, one simulated m per claim (under 10 minutes on "
+                        help="3 seeds, smaller grids, one or two simulated m per claim (under 10 minutes on "
                              "2 cores)")
     parser.add_argument("--out", type=Path, default=Path("leashed-claims"), metavar="DIR",
                         help="folder for index.html, claims.md, claims.json and figures/ "

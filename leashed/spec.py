@@ -73,8 +73,8 @@ def sparsifier_k(sparsifier: str, n_params: int) -> int:
 
 
 def _is_user_model(name: object) -> bool:
-    """A user model's name (``FILE.py:NAME`` or registered; docs/models.md): checked for its form here,
-    loaded when the model is built."""
+    """A user model's name (``FILE.py:NAME`` or ``user:NAME``; docs/models.md): checked for its form
+    here, loaded when the model is built."""
     from leashed.models.user import is_user_model_name
 
     return is_user_model_name(name)
@@ -157,7 +157,7 @@ class ExperimentSpec:
             raise SpecError(f"unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
         if self.model not in MODELS and not _is_user_model(self.model):
             raise SpecError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}, or a user "
-                            f"model FILE.py:NAME (docs/models.md)")
+                            f"model FILE.py:NAME or user:NAME (docs/models.md)")
         if self.step_policy not in STEP_POLICIES:
             raise SpecError(f"unknown step policy {self.step_policy!r}; choose one of "
                             f"{', '.join(STEP_POLICIES)}")

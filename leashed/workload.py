@@ -29,7 +29,12 @@ def dataset_name(spec: ExperimentSpec) -> str:
     """The data set a spec trains on: its model's default data set while the spec keeps the default
     (``mnist``, which doubles as "unset"), else the spec's."""
     if spec.dataset == DEFAULT_DATASET:
-        return model_descriptor(spec.model).default_dataset
+        from leashed.models.user import ModelError
+
+        try:
+            return model_descriptor(spec.model).default_dataset
+        except ModelError:  # a user model that cannot be loaded now (a results file read elsewhere)
+            return spec.dataset
     return spec.dataset
 
 

@@ -94,8 +94,8 @@ DATALESS_MODELS: dict[str, str] = {d.name: d.default_dataset for d in MODELS
 
 
 def model_descriptor(name: str) -> ModelDescriptor:
-    """The descriptor of model ``name`` (a built-in one, or a user model: ``FILE.py:NAME`` or registered,
-    docs/models.md); SpecError naming the known models for an unknown one."""
+    """The descriptor of model ``name`` (a built-in one, or a user model: ``FILE.py:NAME`` or
+    ``user:NAME``, docs/models.md); SpecError naming the known models for an unknown one."""
     try:
         return _BY_NAME[name]
     except KeyError:
@@ -105,7 +105,7 @@ def model_descriptor(name: str) -> ModelDescriptor:
     if user.is_user_model_name(name):
         return user.user_descriptor(name)
     raise SpecError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}, or a user model "
-                    f"FILE.py:NAME (docs/models.md)")
+                    f"FILE.py:NAME or user:NAME (docs/models.md)")
 
 
 def __getattr__(name: str) -> Any:

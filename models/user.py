@@ -9,9 +9,12 @@ the runtime's worker loops call it without the GIL, the simulator's with-gradien
 simulated gradient.
 
 A model is named in a spec either ``path/to/file.py:NAME`` (the file is imported once per process, its
-attribute ``NAME`` must be a :class:`UserModel`) or by the name it was :func:`register`-ed under from the
-Python API. Failures are one ``ModelError`` line, never a crash: a wrong signature or capsule name before
-anything runs; a non-zero return code or an exception inside the function (numba reports those to
+attribute ``NAME`` must be a :class:`UserModel`) or ``user:NAME`` once :func:`register` made it known
+from the Python API; either form is a valid spec without loading anything, so results files of user
+models stay readable where the model is not.
+
+Failures are one ``ModelError`` line, never a crash: a wrong signature or capsule name before anything
+runs; a non-zero return code or an exception inside the function (numba reports those to
 Python's unraisable hook, which :func:`_unraisable` catches) after the loop that met it; a non-finite
 loss or gradient at the initial parameters after a run that diverged.
 """
@@ -51,6 +54,8 @@ _CTYPES_ARGS = (_P(ctypes.c_float), ctypes.c_int64, _P(ctypes.c_float), _P(ctype
                 _P(ctypes.c_int32), _P(ctypes.c_double))
 _CTYPES_RESTYPE = ctypes.c_int32
 _FILE_NAME = re.compile(r"^(?P<path>.+\.py):(?P<attr>[A-Za-z_][A-Za-z0-9_]*)$")
+#: a registered model's spec name: ``user:NAME`` (a results file of it stays readable in any process)
+_REGISTERED_NAME = re.compile(r"^user:(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)$")
 _TARGETS = (TARGET_CLASSES, TARGET_NONE)
 
 
@@ -98,6 +103,9 @@ class UserModel:
                 raise ModelError(f"{what}: {attr} must be an integer >= {least}, got {value!r}")
         if self.target not in _TARGETS:
             raise ModelError(f"{what}: target must be one of {', '.join(_TARGETS)}, got {self.target!r}")
+        if self.target == TARGET_CLASSES and not self.reads_rows:
+            raise ModelError(f"{what}: a model that predicts classes reads its batch's rows: set "
+                             f"reads_rows=True, or target='none'")
         if self.init is not None and not callable(self.init):
             raise ModelError(f"{what}: init must be a function rng -> parameters, got "
                              f"{type(self.init).__name__}")
@@ -152,36 +160,37 @@ _LOCK = threading.Lock()
 
 
 def register(model: UserModel) -> str:
-    """Make ``model`` available under ``model.name`` (``ExperimentSpec(model=model.name)``); returns the
-    name. A built-in model's name or a ``FILE.py:NAME`` form is refused."""
-    from leashed.models.registry import MODEL_NAMES
-
+    """Make ``model`` known to the specs of this process; returns its spec name ``user:NAME``
+    (``ExperimentSpec(model=register(model))``). Names must be identifiers (letters, digits, ``_.-``)."""
     if not isinstance(model, UserModel):
         raise ModelError(f"register() takes a leashed.models.user.UserModel, got {type(model).__name__}")
-    if model.name in MODEL_NAMES or _FILE_NAME.match(model.name) or ":" in model.name:
-        raise ModelError(f"cannot register a user model named {model.name!r}: it is a built-in model's name "
-                         f"or contains ':'; choose another name")
+    spec_name = f"user:{model.name}"
+    if not _REGISTERED_NAME.match(spec_name):
+        raise ModelError(f"cannot register a user model named {model.name!r}: use letters, digits, '_', '.' "
+                         f"and '-', starting with a letter or '_'")
     _install_hook()
     with _LOCK:
-        _REGISTERED[model.name] = model
+        _REGISTERED[spec_name] = model
         _SOURCES.update(model.source_files())
-    return model.name
+    return spec_name
 
 
 def unregister(name: str) -> None:
-    """Forget a registered user model (no error if it is not registered)."""
+    """Forget a registered user model, by its spec name ``user:NAME`` (no error if it is not there)."""
     with _LOCK:
         _REGISTERED.pop(name, None)
 
 
 def registered() -> tuple[str, ...]:
-    """Names of the registered user models."""
+    """Spec names (``user:NAME``) of the registered user models."""
     return tuple(_REGISTERED)
 
 
 def is_user_model_name(name: object) -> bool:
-    """Whether ``name`` names a user model: registered, or of the form ``FILE.py:NAME`` (not loaded)."""
-    return isinstance(name, str) and (name in _REGISTERED or _FILE_NAME.match(name) is not None)
+    """Whether ``name`` has a user model's form, ``FILE.py:NAME`` or ``user:NAME`` (nothing is loaded:
+    a spec naming one stays valid where the file or the registration is missing)."""
+    return isinstance(name, str) and (_FILE_NAME.match(name) is not None
+                                      or _REGISTERED_NAME.match(name) is not None)
 
 
 def load_user_model(path: str, attr: str) -> UserModel:
@@ -231,13 +240,16 @@ def load_user_model(path: str, attr: str) -> UserModel:
 
 
 def resolve(name: str) -> UserModel:
-    """The UserModel a spec's model name stands for (registered, else loaded from ``FILE.py:NAME``)."""
+    """The UserModel a spec's model name stands for (``user:NAME``: registered in this process;
+    ``FILE.py:NAME``: loaded from the file)."""
     if name in _REGISTERED:
         return _REGISTERED[name]
+    if isinstance(name, str) and _REGISTERED_NAME.match(name):
+        raise ModelError(f"user model {name!r} is not registered in this process: call "
+                         f"leashed.models.user.register(model) first")
     match = _FILE_NAME.match(name) if isinstance(name, str) else None
     if match is None:
-        raise SpecError(f"unknown model {name!r}: not a built-in model, a registered user model or "
-                        f"FILE.py:NAME")
+        raise SpecError(f"unknown model {name!r}: not a built-in model, user:NAME or FILE.py:NAME")
     return load_user_model(match["path"], match["attr"])
 
 

@@ -15,8 +15,9 @@ Work distribution (all algorithms): a global atomic ticket counter hands out gra
 batch ``k % nb`` of epoch ``k // nb`` (``nb`` = batches per epoch) of the schedule shared with the
 simulator (``leashed.sim.batches``: one numpy permutation per epoch), precomputed before the threads start
 as an int32 table. So every algorithm computes the same ``total`` gradients whatever the thread count,
-and a dropped gradient is counted, not replaced. Per-update records go to index ``k`` of shared preallocated arrays (each index written by
-exactly one thread); the Python side sorts them into commit order.
+and a dropped gradient is counted, not replaced. Per-update records go to index ``k`` of shared
+preallocated arrays (each index written by exactly one thread); the Python side sorts them into commit
+order (leashed.assembly.commit_order).
 
 Versions: ``version_commit`` of an update is the version of the vector it was applied to (t1 in papers.md
 §2.1), so ``staleness = version_commit - version_read`` and the update produces version t1 + 1. For

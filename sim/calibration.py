@@ -5,14 +5,13 @@ predictions").
 m = 2) plus, optionally, a ``leashed calibrate`` machine file into the simulator's timing model and
 machine model for a prediction at m threads:
 
-* **compute** C: the measured t_grad − t_start of the calibration run whose concurrency is closest to the
-  predicted one, min(m, cores) (ties: the larger), because a gradient's time depends on what the other
-  cores do meanwhile. Leashed, with the machine model and both a one-thread and a concurrent run: a
-  gradient is slower while another thread copies the vector it reads, so the compute law is the
-  one-thread run's and the simulation adds s × the overlaps its own copies make, s estimated from the two
-  runs (:func:`read_slowdown_estimate`). From a one-thread run alone, s is the machine file's
-  ``read_slowdown`` (``leashed calibrate``); from a concurrent run alone, its compute times already hold
-  the slowdown and s = 0.
+* **compute** C: the measured t_grad − t_start of the calibration runs whose concurrency is closest to
+  the predicted one, min(m, cores) (ties: the larger), pooled over the replicate runs of that thread
+  count, because a gradient's time depends on what the other cores do meanwhile (a concurrent run's
+  gradients are slower while another core copies the vector they read). When the closest runs have one
+  thread and the prediction more, the machine file's ``read_slowdown`` (``leashed calibrate``) slows a
+  gradient by that share of the time other threads copy its vector, in the simulation.
+  :func:`read_slowdown_estimate` (one-thread against two-thread runs) is kept in the notes as a check.
 * **update**, leashed: the measured durations of *completed* attempts (t_commit − t_attempt of every
   committed update), split by who wrote the vector the attempt copied: the thread itself (*local*: the
   copy comes from its own cache) or another thread (*remote*). Abandoned attempts are not resampled: the
@@ -157,26 +156,27 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
                           key=lambda i: (abs(min(results[i].spec.threads, cores or 10**9) - concurrency),
                                          -results[i].spec.threads))
     closest = by_closeness[0]
-    base = from_result(results[closest], source=sources[closest], copy_fraction=copy_fraction,
-                       bus_contention=bus_contention)
-    notes: dict[str, Any] = {**base.notes, "calibrated_from": ", ".join(sources),
-                             "compute_from": sources[closest],
-                             "calibration_threads": [int(r.spec.threads) for r in results]}
-    update = base.update
-    compute = base.compute
+    # the closest thread count's runs, pooled (replicate runs average out the machine's drift)
+    group = [i for i in range(len(results)) if results[i].spec.threads == results[closest].spec.threads]
+    parts = [from_result(results[i], source=sources[i], copy_fraction=copy_fraction,
+                         bus_contention=bus_contention) for i in group]
+    base = parts[0]
+    names = ", ".join(sources[i] for i in group)
+    compute = base.compute if len(parts) == 1 else Empirical(
+        np.concatenate([p.compute.samples for p in parts]), f"{names} (compute)")
+    update = base.update if len(parts) == 1 else Empirical(
+        np.concatenate([p.update.samples for p in parts]), f"{names} (update)")
+    notes: dict[str, Any] = {**base.notes, "calibrated_from": ", ".join(sources), "compute_from": names,
+                             "calibration_threads": [int(r.spec.threads) for r in results],
+                             "calibration_samples": int(len(compute.samples))
+                             if isinstance(compute, Empirical) else base.notes.get("calibration_samples")}
     remote = None
-    fitted_slowdown = None
     singles = [i for i, r in enumerate(results) if r.spec.threads == 1]
-    if (results[0].spec.algorithm == "leashed" and machine_model and results[closest].spec.threads > 1
-            and singles):
-        # a concurrent run's gradients are slowed while other cores copy their vector: the compute law is
-        # the one-thread run's, and the simulation adds s × the overlaps its own copies make
-        one = singles[0]
-        fitted_slowdown, overlap = read_slowdown_estimate(results[closest], results[one])
-        compute = from_result(results[one], source=sources[one], copy_fraction=copy_fraction).compute
-        notes.update({"compute_from": sources[one], "read_slowdown_from": f"{sources[closest]} vs "
-                      f"{sources[one]}", "read_slowdown_estimated": fitted_slowdown,
-                      "read_overlap_mean_s": overlap})
+    if results[0].spec.algorithm == "leashed" and results[closest].spec.threads > 1 and singles:
+        # information only: how much slower a concurrent run's gradients are, per second of overlap
+        estimate, overlap = read_slowdown_estimate(results[closest], results[singles[0]])
+        notes.update({"read_slowdown_estimated": estimate, "read_overlap_mean_s": overlap,
+                      "read_slowdown_from": f"{sources[closest]} vs {sources[singles[0]]}"})
     if results[0].spec.algorithm == "leashed":
         pools = [attempt_times(r) for r in results]
         local = np.concatenate([p["local"] for p in pools])
@@ -213,10 +213,8 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
         loads = [recorded_machine(r).get("background_load_cores") for r in results]
         loads = [float(v) for v in loads if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0]
         background_load = 0.0 if ignore_load or not loads else float(np.mean(loads))
-    read_slowdown = 0.0
-    if fitted_slowdown is not None:
-        read_slowdown = fitted_slowdown
-    elif results[closest].spec.threads == 1 and concurrency > 1:
+    read_slowdown = 0.0  # a concurrent run's compute times already hold it
+    if results[closest].spec.threads == 1 and concurrency > 1:
         read_slowdown = max(float(_profile_value(profile, "read_slowdown", 0.0)), 0.0)
     concurrent = tuple(float(v) for v in (_profile_value(profile, "copy_concurrent_s", ()) or ()))
     machine = Machine(cores=cores, time_slice_s=float(_profile_value(profile, "time_slice_s",

@@ -87,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("with-gradients mode (slow: one real gradient per simulated one)")
     model.add_argument("--with-gradients", action="store_true", help="apply real model gradients (the "
                        "calibration file's model unless --model is given)")
-    model.add_argument("--model", choices=MODELS, help="model; implies --with-gradients")
+    model.add_argument("--model", metavar="MODEL", help=f"model: {', '.join(MODELS)}, or a user model "
+                       "path/to/file.py:NAME (docs/models.md); implies --with-gradients")
     model.add_argument("--dataset", metavar="NAME", help="data set (default: the calibration file's, else "
                        "mnist; none for counter, synthetic for quadratic)")
     model.add_argument("--lr", type=float, metavar="ALPHA", help="base step size (default: the calibration "

@@ -112,6 +112,8 @@ class GradientEngine:
             self.loss_limit = loss_limit(self.spec.model, int(self.data.n_classes or 0),
                                          loss if math.isfinite(loss) else None, self.divergence_factor)
         if not math.isfinite(loss) or loss > self.loss_limit:
+            if not math.isfinite(loss) and hasattr(self.bound, "check_failure"):  # a user model, NaN at
+                self.bound.check_failure(self.model.init_params(self.spec.seed), True)  # θ0: ModelError
             return None, loss
         if self.sparse != "none":
             g = self._sparsify(g, worker)

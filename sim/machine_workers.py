@@ -20,6 +20,7 @@ the generator); the stale timeout still fires, with nobody waiting.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from heapq import heappop, heappush
@@ -34,7 +35,7 @@ class MachineState:
     """Per-run state of the machine-aware workers, hung on ``Shared.machine_state``."""
 
     __slots__ = ("sched", "machine", "procs", "remote", "writer", "attempting", "computing", "copies",
-                 "chunks", "abandon_whole", "pending", "serial")
+                 "chunks", "abandon_whole", "pending", "serials")
 
     def __init__(self, machine: Any, sched: Any, remote: list[Iterator[float]] | None, chunks: int,
                  abandon_whole: bool) -> None:
@@ -52,7 +53,7 @@ class MachineState:
         self.abandon_whole = abandon_whole
         #: ideal machine: first attempts not started yet, (start, serial, thread, attempt) in a heap
         self.pending: list[tuple[float, int, int, list[Any]]] = []
-        self.serial = 0
+        self.serials = itertools.count()  # tie-breaker of equal start instants: registration order
 
 
 def _wait(sh: Shared, ms: MachineState, i: int, end: float) -> Timeout:
@@ -275,13 +276,14 @@ def leashed_abandoning_worker(sh: Shared, i: int, cs: Iterator[float], us: Itera
     contended = sh.bus_contention > 0
     whole = ms.abandon_whole
     grad = sh.grad
+    serials = ms.serials
     g = None
     while True:
         k = sh.next_ticket
         if k >= sh.n_total:
             return
         sh.next_ticket = k + 1
-        t_start = env.now
+        t_start = env._now  # Environment.now without the property (sim.processes._Wake uses it too)
         t0 = sh.version
         c = next(cs)
         unpin = t_start + c
@@ -304,13 +306,12 @@ def leashed_abandoning_worker(sh: Shared, i: int, cs: Iterator[float], us: Itera
             ev = Timeout(env, c + u)
             # [start, abandonable, event, doomed, demand, woken, base version, pinned for]
             att = [t_grad, u if whole else u * frac, ev, False, u, False, -1, u * frac]
-            ms.serial += 1
-            heappush(pending, (t_grad, ms.serial, i, att))
+            heappush(pending, (t_grad, next(serials), i, att))
         yield ev
         att[5] = True
         attempts = 1
         while True:
-            now = env.now
+            now = env._now
             started = att[0]
             if attempting.get(i) is att:
                 del attempting[i]
@@ -323,8 +324,16 @@ def leashed_abandoning_worker(sh: Shared, i: int, cs: Iterator[float], us: Itera
                 if unpin > sh.latest_unpin:
                     sh.latest_unpin = unpin
             if won:  # CAS(P, L, N) succeeds: N is published, L goes stale
-                if pending:
-                    _start_pending(sh, ms)
+                if pending and pending[0][0] <= now:  # _start_pending, inlined
+                    version = sh.version
+                    while pending and pending[0][0] <= now:
+                        _, _, j, other = heappop(pending)
+                        if not other[5]:
+                            other[6] = version
+                            attempting[j] = other
+                            unpin = other[0] + other[7]
+                            if unpin > sh.latest_unpin:
+                                sh.latest_unpin = unpin
                 sh.version = t1 + 1
                 last = sh.latest_unpin
                 vfree(last if last > now else now)

@@ -27,8 +27,11 @@ def test_demo_prints_report_path_last(demo):
 def test_demo_writes_runs_fits_and_linked_figures(demo):
     out, _ = demo
     names = sorted(p.name for p in (out / "runs").glob("*.npz"))
-    assert names == sorted([f"train-{a}-m2.npz" for a in ("hogwild", "leashed", "lock")]
-                           + [f"sim-leashed-m{m}.npz" for m in (2, 4, 8, 16)])
+    # the one-thread calibration run, and on a loaded machine the prediction for the recorded load
+    expected = sorted([f"train-{a}-m2.npz" for a in ("hogwild", "leashed", "lock")]
+                      + [f"sim-leashed-m{m}.npz" for m in (2, 4, 8, 16)] + ["calibrate-leashed-m1.npz"])
+    assert [n for n in names if n != "sim-leashed-m2-loaded.npz"] == expected
+    assert (out / "machine.json").is_file()
     fits = json.loads((out / "fit.json").read_text())
     assert fits["format"].startswith("leashed")
     html = (out / "report" / "index.html").read_text()
@@ -37,6 +40,19 @@ def test_demo_writes_runs_fits_and_linked_figures(demo):
     for rel in figures:
         assert (out / "report" / rel).stat().st_size > 1000
     assert (out / "training.png").stat().st_size > 1000
+
+
+def test_demo_compares_a_prediction_it_was_not_calibrated_from(demo):
+    """Step 4 compares the m = 2 prediction made from the one-thread run and the machine file only."""
+    out, proc = demo
+    from leashed.results import RunResult
+
+    predicted = RunResult.load(out / "runs" / "sim-leashed-m2.npz")
+    calibrated = predicted.extra["timing"]["calibrated_from"]
+    assert "calibrate-leashed-m1.npz" in calibrated and "train-leashed-m2.npz" not in calibrated
+    assert re.search(r"verdict: (agree|differ|inconclusive)", proc.stdout)
+    comparison = json.loads((out / "compare" / "comparison.json").read_text())
+    assert comparison["pairs"][0]["verdict"] in ("agree", "differ", "inconclusive")
 
 
 def test_demo_bad_option(tmp_path):
