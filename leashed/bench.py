@@ -176,6 +176,10 @@ def run(args: argparse.Namespace) -> int:
         report.heading("1. One worker vs its BLAS-bound limit (benchmarks/limit.py)")
         report.table(table)
 
+    from leashed import interrupts
+
+    if interrupts.requested():  # stop at the first interrupted step (docs/errors.md)
+        return interrupts.exit_status()
     if "vs-pytorch" not in args.skip:
         vs = load_script(folder, "vs_pytorch_hogwild")
         report.heading("2. leashed vs PyTorch Hogwild (benchmarks/vs_pytorch_hogwild.py)")
@@ -200,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
         if plot is not None:
             report.image(plot, "training loss vs wall time, per batch size and worker count")
 
+    if interrupts.requested():
+        return interrupts.exit_status()
     if "paper" not in args.skip:
         paper = load_script(folder, "paper_comparison")
         every = tuple(paper.ALGORITHMS)

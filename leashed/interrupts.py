@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -101,6 +102,19 @@ def protected() -> Iterator[None]:
         _state.depth -= 1
 
 
+def _quiet_unraisable(previous: Any) -> Any:
+    """An unraisable hook that drops the interrupt our handler raised where Python cannot raise (a weakref
+    callback, a ``__del__``): no "Exception ignored" traceback; the signal stays recorded, so the command
+    stops at its next check of :func:`requested` and exits 130/143."""
+
+    def hook(unraisable: Any) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, (KeyboardInterrupt, Aborted)):
+            return
+        previous(unraisable)
+
+    return hook
+
+
 @contextlib.contextmanager
 def handling() -> Iterator[None]:
     """Install the SIGINT/SIGTERM handlers for one command, and restore the previous ones after."""
@@ -110,6 +124,8 @@ def handling() -> Iterator[None]:
     if _state.installed == 0:
         reset()
     previous = {}
+    hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_unraisable(hook)
     for sig in SIGNALS:
         try:
             previous[sig] = signal.signal(sig, _handler)
@@ -122,3 +138,4 @@ def handling() -> Iterator[None]:
         _state.installed -= 1
         for sig, old in previous.items():
             signal.signal(sig, old)
+        sys.unraisablehook = hook

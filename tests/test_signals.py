@@ -202,6 +202,21 @@ def test_a_second_signal_aborts_and_leaves_no_temporary(tmp_path):
     assert not _temporaries(tmp_path)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_bench_stops_at_the_interrupted_step(tmp_path, sig):
+    """`leashed bench` stops at the step a signal interrupts, with that step's status, one line, no trace."""
+    proc = subprocess.Popen([sys.executable, "-m", "leashed", "bench", "--quick", "--no-torch", "--out",
+                             str(tmp_path / "b")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
+    time.sleep(4.0)  # past start-up: inside the first benchmark
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    COUNTS["instants"] += 1
+    assert proc.returncode == 128 + sig, (out[-2000:], err[-2000:])
+    assert "Traceback" not in err
+    assert not _temporaries(tmp_path)
+
+
 def test_report_counts():
     print(f"\nsignals: {COUNTS['instants']} instants signalled, promise broken {COUNTS['broken']} times")
     assert COUNTS["broken"] == 0
