@@ -11,11 +11,14 @@ A results file is one ``.npz`` archive (numpy's zip of ``.npy`` arrays, readable
   dropped), ``update_staleness`` (int64, -1 if dropped), ``update_attempts`` (int32, CAS attempts or 1),
   ``update_dropped`` (bool), ``update_t_start``, ``update_t_grad``, ``update_t_commit`` (float64 seconds
   since the run started; simulated seconds for ``source == "sim"``; ``t_commit`` of a dropped update is
-  the time it was abandoned);
+  the time it was abandoned), and ``update_t_attempt`` (float64, the start of the update's last attempt:
+  after leashed's failed ones, else ``t_grad``; optional: files without it read it as ``t_grad``);
 * periodic samples: ``sample_time`` (float64 s), ``sample_version`` (int64, updates applied),
   ``sample_live_vectors`` (int32), ``sample_loss`` (float64 training loss, NaN if not evaluated),
   ``sample_accuracy`` (float64 test accuracy in [0, 1], NaN if not evaluated);
 * ``params`` -- the final parameter vector (float32; empty for timing-only simulations).
+
+Large float arrays are stored, the others deflated at zlib level 1 (``numpy.load`` reads both).
 
 Files are written atomically (temporary file, then rename). Loading checks the format name and version
 and refuses a newer, truncated or corrupt file with a one-line :class:`ResultsFileError`.
