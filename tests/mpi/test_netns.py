@@ -177,6 +177,7 @@ def test_killed_worker_is_reported_not_hung(cluster, tmp_path, name):
     assert result.extra["records_lost"] == committed - result.totals["updates_applied"]
 
 
+@pytest.mark.soak  # 35-50 s: outside the default run (python3 -m pytest -m soak tests/mpi)
 @pytest.mark.slow
 def test_mnist_mlp_across_hosts(cluster, tmp_path):
     """MLP 784-128-10 on MNIST, 5 epochs, 2 workers on two other hosts: ≥ 97% test accuracy."""
