@@ -56,7 +56,7 @@ class MachineState:
         self.serials = itertools.count()  # tie-breaker of equal start instants: registration order
 
 
-def _wait(sh: Shared, ms: MachineState, i: int, end: float) -> Timeout:
+def _wait(sh: Shared, end: float) -> Timeout:
     return Timeout(sh.env, max(end - sh.env.now, 0.0))
 
 
@@ -198,9 +198,7 @@ def leashed_runtime_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator
                 if ms.attempting:
                     _abandon_attempts(sh, ms, i)
                 if grad is not None:
-                    grad.apply(g, t1 - t0, t1 + 1)
-                    if t1 + 1 >= sh.next_eval:
-                        sh.evaluate(t1 + 1, now)
+                    sh.apply_update(g, t1 - t0, t1 + 1, now)
                 rec((i, k, t0, t1, attempts, 0, t_start, t_grad, now, att[1], 0.0))
                 break
             if attempts > persistence:  # T_p + 1 failed attempts: drop the gradient
@@ -241,28 +239,10 @@ def _abandon_ideal(sh: Shared, ms: MachineState, committer: int) -> None:
         att[3] = True
 
 
-def _start_pending(sh: Shared, ms: MachineState) -> None:
-    """At a commit: the first attempts whose start has come (start <= now) pinned the latest vector then,
-    before this commit: they become attempts in flight on the current version (their pins count for the
-    vector about to go stale)."""
-    now = sh.env.now
-    pending = ms.pending
-    attempting = ms.attempting
-    while pending and pending[0][0] <= now:
-        _, _, j, att = heappop(pending)
-        if att[5]:  # already woken (its attempt ended without any commit meanwhile)
-            continue
-        att[6] = sh.version
-        attempting[j] = att
-        unpin = att[0] + att[7]
-        if unpin > sh.latest_unpin:
-            sh.latest_unpin = unpin
-
-
 def leashed_abandoning_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float]) -> Gen:
     """:func:`leashed_runtime_worker` on the ideal machine, lean: one SimPy timeout covers a gradient and
     its first attempt. The first attempt is registered when the gradient starts (``MachineState.pending``)
-    and becomes an attempt in flight at the first commit after its start (:func:`_start_pending`), which
+    and becomes an attempt in flight at the first commit after its start (its pin then counts), which
     may abandon it; if no commit comes before it ends, it succeeds on the version it pinned, the latest.
     Retries are one timeout each. Same results as the two-timeout form at a third less cost."""
     env = sh.env
@@ -324,7 +304,7 @@ def leashed_abandoning_worker(sh: Shared, i: int, cs: Iterator[float], us: Itera
                 if unpin > sh.latest_unpin:
                     sh.latest_unpin = unpin
             if won:  # CAS(P, L, N) succeeds: N is published, L goes stale
-                if pending and pending[0][0] <= now:  # _start_pending, inlined
+                if pending and pending[0][0] <= now:  # first attempts that started before this commit
                     version = sh.version
                     while pending and pending[0][0] <= now:
                         _, _, j, other = heappop(pending)
@@ -341,9 +321,7 @@ def leashed_abandoning_worker(sh: Shared, i: int, cs: Iterator[float], us: Itera
                 if attempting:
                     _abandon_ideal(sh, ms, i)
                 if grad is not None:
-                    grad.apply(g, t1 - t0, t1 + 1)
-                    if t1 + 1 >= sh.next_eval:
-                        sh.evaluate(t1 + 1, now)
+                    sh.apply_update(g, t1 - t0, t1 + 1, now)
                 rec((i, k, t0, t1, attempts, 0, t_start, t_grad, now, started, 0.0))
                 break
             if attempts > persistence:  # T_p + 1 failed attempts: drop the gradient
@@ -380,18 +358,16 @@ def hogwild_machine_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator
         u = next(us)
         uc = u * frac
         g = _gradient(sh, k, i, t0) if grad is not None else None
-        yield _wait(sh, ms, i, _end(ms, i, t_start, uc + next(cs)))
+        yield _wait(sh, _end(ms, i, t_start, uc + next(cs)))
         now = env.now
         t1 = sh.version
         sh.version = t1 + 1
         if grad is not None:
-            grad.apply(g, t1 - t0, t1 + 1)
-            if t1 + 1 >= sh.next_eval:
-                sh.evaluate(t1 + 1, now)
+            sh.apply_update(g, t1 - t0, t1 + 1, now)
         end = _end(ms, i, now, u - uc)
         rec((i, k, t0, t1, 1, 0, t_start, now, end, now, 0.0))
         if end > now:
-            yield _wait(sh, ms, i, end)
+            yield _wait(sh, end)
 
 
 def seq_machine_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float]) -> Gen:
@@ -410,13 +386,11 @@ def seq_machine_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[flo
         u = next(us)
         g = _gradient(sh, k, i, sh.version) if grad is not None else None
         t_grad = _end(ms, i, t_start, c)
-        yield _wait(sh, ms, i, _end(ms, i, t_grad, u))
+        yield _wait(sh, _end(ms, i, t_grad, u))
         v = sh.version
         sh.version = v + 1
         if grad is not None:
-            grad.apply(g, 0, v + 1)
-            if v + 1 >= sh.next_eval:
-                sh.evaluate(v + 1, env.now)
+            sh.apply_update(g, 0, v + 1, env.now)
         rec((i, k, v, v, 1, 0, t_start, t_grad, env.now, t_grad, 0.0))
 
 
@@ -441,7 +415,7 @@ def lock_machine_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[fl
         sh.free_at = read_end
         t0 = sh.vserial
         g = _gradient(sh, k, i, t0) if grad is not None else None
-        yield _wait(sh, ms, i, _end(ms, i, read_end, next(cs)))
+        yield _wait(sh, _end(ms, i, read_end, next(cs)))
         t_grad = env.now
         s = max(sh.free_at, t_grad)
         t1 = sh.vserial
@@ -449,11 +423,9 @@ def lock_machine_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[fl
         end = _end(ms, i, s, u - uc)
         sh.free_at = end
         if grad is not None:
-            grad.apply(g, t1 - t0, t1 + 1)
-            if t1 + 1 >= sh.next_eval:
-                sh.evaluate(t1 + 1, end)
+            sh.apply_update(g, t1 - t0, t1 + 1, end)
         rec((i, k, t0, t1, 1, 0, now, t_grad, end, read_end, s))
-        yield _wait(sh, ms, i, end)
+        yield _wait(sh, end)
 
 
 #: algorithm -> worker that runs on a machine model; an algorithm without one refuses a machine model

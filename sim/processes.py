@@ -148,6 +148,13 @@ class Shared:
         heappush(copies, now + u * self.copy_fraction)
         return u
 
+    def apply_update(self, g: Any, tau: int, version: int, when: float) -> None:
+        """With gradients: apply ``g`` with staleness ``tau``, producing ``version``, and evaluate θ at
+        ``when`` if ``version`` reached the next evaluation point."""
+        self.grad.apply(g, tau, version)  # type: ignore[union-attr]
+        if version >= self.next_eval:
+            self.evaluate(version, when)
+
     def evaluate(self, version: int, when: float) -> None:
         """With gradients: record (loss, accuracy) of the current θ as version ``version`` at ``when``."""
         loss, acc = self.grad.evaluate()  # type: ignore[union-attr]
@@ -187,9 +194,7 @@ def seq_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float]) -> 
         v = sh.version
         sh.version = v + 1
         if grad is not None:
-            grad.apply(g, 0, v + 1)
-            if v + 1 >= sh.next_eval:
-                sh.evaluate(v + 1, env.now)
+            sh.apply_update(g, 0, v + 1, env.now)
         rec((i, k, v, v, 1, 0, t_start, t_start + c, env.now, 0.0, 0.0))
 
 
@@ -287,9 +292,7 @@ def lock_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float]) ->
         end = s + (u - uc)
         sh.free_at = end
         if grad is not None:
-            grad.apply(g, t1 - t0, t1 + 1)
-            if t1 + 1 >= sh.next_eval:
-                sh.evaluate(t1 + 1, end)
+            sh.apply_update(g, t1 - t0, t1 + 1, end)
         rec((i, k, t0, t1, 1, 0, now, t_grad, end, read_end, s))
         yield Timeout(env, end - t_grad)
 
@@ -352,9 +355,7 @@ def hogwild_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float])
         t1 = sh.version
         sh.version = t1 + 1
         if grad is not None:
-            grad.apply(g, t1 - t0, t1 + 1)
-            if t1 + 1 >= sh.next_eval:
-                sh.evaluate(t1 + 1, now)
+            sh.apply_update(g, t1 - t0, t1 + 1, now)
         ua = u - uc
         rec((i, k, t0, t1, 1, 0, t_start, now, now + ua, 0.0, 0.0))
         if ua > 0:
@@ -408,9 +409,7 @@ def leashed_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float])
                 vfree(last if last > now else now)
                 sh.latest_unpin = now
                 if grad is not None:
-                    grad.apply(g, t1 - t0, t1 + 1)
-                    if t1 + 1 >= sh.next_eval:
-                        sh.evaluate(t1 + 1, now)
+                    sh.apply_update(g, t1 - t0, t1 + 1, now)
                 rec((i, k, t0, t1, attempts, 0, t_start, t_grad, now, 0.0, 0.0))
                 break
             if attempts > persistence:  # T_p + 1 failed attempts: drop the gradient
@@ -473,9 +472,7 @@ def seqlock_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float])
         if grad is not None:
             if s > t_grad:
                 yield Timeout(env, s - t_grad)
-            grad.apply(g, t1 - t0, t1 + 1)
-            if t1 + 1 >= sh.next_eval:
-                sh.evaluate(t1 + 1, end)
+            sh.apply_update(g, t1 - t0, t1 + 1, end)
         yield Timeout(env, end - env.now)
 
 
