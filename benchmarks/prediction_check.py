@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="prediction-check", help="folder for the files and the table")
     parser.add_argument("--busy-core", action="store_true", help="a busy loop on core 0 during the runs")
     parser.add_argument("--no-control", action="store_true", help="skip the --cores 16 control")
+    parser.add_argument("--pooled-too", action="store_true", help="add the prediction that draws compute "
+                        "times independently (--compute-resampling pooled) beside the timeline one")
     parser.add_argument("--quick", action="store_true", help="a smoke run: m = 1, 2, 500 updates each "
                         "(numbers not meaningful)")
     args = parser.parse_args(argv)
@@ -143,10 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             variants = [(f"recorded load {load:.2f}", ("--machine", str(machine), "--background-load",
                                                        f"{load:.3f}")),
                         ("load ignored", ("--machine", str(machine), "--ignore-load"))]
+        if args.pooled_too:
+            variants.append(("pooled resampling", (*variants[0][1], "--compute-resampling", "pooled")))
         if not args.no_control:
             variants.append(("wrong: --cores 16", ("--machine", str(machine), "--cores", "16")))
         for name, extra in variants:
             tag = name.split(":")[0].split(" ")[0] + ("-ignored" if "ignored" in name else "")
+            tag += "-pooled" if "pooled" in name and not tag.startswith("pooled") else ""
             comparison = _compare(out, _predict(out, tag, m, calibration, *extra), targets[m])
             pair = comparison["pairs"][0]
             xp, xm, xv = _cell(pair, "throughput")

@@ -6,9 +6,12 @@ m = 2) plus, optionally, a ``leashed calibrate`` machine file into the simulator
 machine model for a prediction at m threads:
 
 * **compute** C: the measured t_grad − t_start of the calibration runs whose concurrency is closest to
-  the predicted one, min(m, cores) (ties: the larger), pooled over the replicate runs of that thread
-  count, because a gradient's time depends on what the other cores do meanwhile (a concurrent run's
-  gradients are slower while another core copies the vector they read). When the closest runs have one
+  the predicted one, min(m, cores) (ties: the larger), over the replicate runs of that thread count,
+  because a gradient's time depends on what the other cores do meanwhile (a concurrent run's gradients
+  are slower while another core copies the vector they read). By default (``compute_resampling=
+  "timeline"``) they are replayed in time order, one block of a run shared by all simulated threads
+  (:class:`~leashed.sim.timeline.Timeline`: the machine's speed drifts over milliseconds, for every
+  thread alike); ``"pooled"`` draws them independently from the pool of those runs. When the closest runs have one
   thread and the prediction more, the machine file's ``read_slowdown`` (``leashed calibrate``) slows a
   gradient by that share of the time other threads copy its vector, in the simulation.
   :func:`read_slowdown_estimate` (one-thread against two-thread runs) is kept in the notes as a check.
@@ -37,6 +40,7 @@ import numpy as np
 
 from leashed.errors import SpecError
 from leashed.sim.machine import DEFAULT_TIME_SLICE_S, Machine
+from leashed.sim.timeline import Timeline, compute_timeline
 from leashed.sim.timing import Empirical, Scaled, TimingModel, from_result
 
 __all__ = ["attempt_times", "calibrate", "recorded_machine"]
@@ -134,7 +138,7 @@ def _profile_value(profile: Any, name: str, default: Any = None) -> Any:
 def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, copy_fraction: float = 0.5,
               bus_contention: float = 0.0, profile: Any = None, cores: int | None = None,
               background_load: float | None = None, ignore_load: bool = False,
-              machine_model: bool = True) -> tuple[TimingModel, Machine]:
+              machine_model: bool = True, compute_resampling: str = "timeline") -> tuple[TimingModel, Machine]:
     """The timing and machine models for predicting ``threads`` threads (module docstring)."""
     if not results:
         raise SpecError("calibration needs at least one runtime results file")
@@ -162,14 +166,21 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
                          bus_contention=bus_contention) for i in group]
     base = parts[0]
     names = ", ".join(sources[i] for i in group)
-    compute = base.compute if len(parts) == 1 else Empirical(
-        np.concatenate([p.compute.samples for p in parts]), f"{names} (compute)")
+    if compute_resampling == "timeline":
+        compute = compute_timeline([results[i] for i in group], names)
+    elif compute_resampling == "pooled":
+        compute = base.compute if len(parts) == 1 else Empirical(
+            np.concatenate([p.compute.samples for p in parts]), f"{names} (compute)")
+    else:
+        raise SpecError(f"compute resampling must be 'timeline' or 'pooled', not {compute_resampling!r}")
     update = base.update if len(parts) == 1 else Empirical(
         np.concatenate([p.update.samples for p in parts]), f"{names} (update)")
     notes: dict[str, Any] = {**base.notes, "calibrated_from": ", ".join(sources), "compute_from": names,
                              "calibration_threads": [int(r.spec.threads) for r in results],
-                             "calibration_samples": int(len(compute.samples))
-                             if isinstance(compute, Empirical) else base.notes.get("calibration_samples")}
+                             "calibration_samples": int(len(compute.samples)),
+                             "compute_resampling": compute_resampling}
+    if isinstance(compute, Timeline):
+        notes["timeline_block_s"] = compute.block_s
     remote = None
     singles = [i for i, r in enumerate(results) if r.spec.threads == 1]
     if results[0].spec.algorithm == "leashed" and results[closest].spec.threads > 1 and singles:

@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "local and remote), the machine the run recorded and the spec defaults from a "
                         "runtime results file; repeat for several runs of one algorithm (e.g. m = 1 and 2: "
                         "the spec defaults come from the first; docs/simulator.md)")
+    timing.add_argument("--compute-resampling", choices=("timeline", "pooled"), help="with --calibrate-from: "
+                        "'timeline' (default) replays the measured gradient times in time order, one block "
+                        "of runtime shared by all threads; 'pooled' draws them independently")
     machine = parser.add_argument_group("machine model (docs/simulator.md; off without these options and "
                                         "without --calibrate-from)")
     machine.add_argument("--machine", metavar="MACHINE.json", help="a `leashed calibrate` file: time slice, "
@@ -180,7 +183,8 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
         measured, machine = calibrate(
             calibrations, sources, threads, copy_fraction=copy_fraction, bus_contention=contention,
             profile=profile, cores=None if cores in (None, "none") else cores,
-            background_load=args.background_load, ignore_load=args.ignore_load)
+            background_load=args.background_load, ignore_load=args.ignore_load,
+            compute_resampling=args.compute_resampling or "timeline")
         if cores == "none":
             machine = machine.replace(cores=None)
         compute_text = args.compute_time or f"empirical:{sources[0]}"
@@ -223,6 +227,8 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
         extra["calibrated_from"] = ", ".join(str(p) for p in args.calibrate_from)
     if args.attempt_model is not None:
         extra["attempt_model"] = args.attempt_model
+    if args.compute_resampling is not None and calibration is None:
+        raise SpecError("--compute-resampling needs --calibrate-from (it resamples measured gradient times)")
     extra["machine"] = machine.describe()
     if args.machine:
         extra["machine"]["machine_file"] = str(args.machine)

@@ -245,7 +245,7 @@ def _run(spec: ExperimentSpec, timing: TimingModel, engine: Any, n_total: int, s
                                             int(chunks or 0), spec.sparsifier == "none")
         machine_notes["applied"] = not machine.ideal
     procs = []
-    for i, (cs, us) in enumerate(worker_streams(timing, spec.seed, m)):
+    for i, (cs, us) in enumerate(worker_streams(timing, spec.seed, m, clock=lambda: env.now)):
         procs.append(env.process(worker(shared, i, cs, us)))
     if shared.machine_state is not None:
         shared.machine_state.procs = procs

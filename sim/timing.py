@@ -39,7 +39,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -488,13 +488,18 @@ def remote_streams(timing: TimingModel, seed: int, m: int) -> list[Iterator[floa
             for child in np.random.SeedSequence([seed, 11]).spawn(m)]
 
 
-def worker_streams(timing: TimingModel, seed: int, m: int) -> list[tuple[Iterator[float], Iterator[float]]]:
+def worker_streams(timing: TimingModel, seed: int, m: int, clock: Callable[[], float] | None = None) \
+        -> list[tuple[Iterator[float], Iterator[float]]]:
     """Per worker, endless (compute, update) draw iterators from ``SeedSequence(seed).spawn(m)``;
-    each worker's sequence splits again into a compute and an update stream."""
+    each worker's sequence splits again into a compute and an update stream. A compute law that replays
+    measured time (``joint_streams``, :class:`leashed.sim.timeline.Timeline`) reads ``clock`` (the
+    simulated time) and draws from one block schedule of ``SeedSequence([seed, 23])`` for all workers."""
     out = []
-    for child in np.random.SeedSequence(seed).spawn(m):
+    joint = getattr(timing.compute, "joint_streams", None)
+    shared = joint(np.random.SeedSequence([seed, 23]), m, clock) if joint is not None and clock else None
+    for j, child in enumerate(np.random.SeedSequence(seed).spawn(m)):
         c_seq, u_seq = child.spawn(2)
-        out.append((timing.compute.stream(np.random.default_rng(c_seq)),
+        out.append((shared[j] if shared is not None else timing.compute.stream(np.random.default_rng(c_seq)),
                     timing.update.stream(np.random.default_rng(u_seq))))
     return out
 

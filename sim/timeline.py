@@ -1,0 +1,149 @@
+"""Measured compute times replayed on the simulated clock, shared by the threads (docs/simulator.md,
+"Calibrated predictions").
+
+Resampling measured gradient times independently (:class:`~leashed.sim.timing.Empirical`) keeps their
+distribution but loses two facts of a real run: a machine's speed changes over milliseconds (a thread's
+next gradient takes about as long as its last one: the short-term spread is about half the spread of
+the whole run on the 2-core CI machine), and at any instant it changes for every thread alike. Both
+decide how long two threads stay in step, and so how often a CAS attempt fails again after failing
+(Leashed-SGD, papers.md §2.1: a thread that fails retries right after the competing commit, U behind
+it, and fails again while the two gradient times differ by less than about U).
+
+:class:`Timeline` replays the calibration runs instead. The simulated clock is cut into blocks of
+``block_s`` seconds; every block draws one calibration run and one instant τ₀ of it (the same for all
+threads: one generator from the seed). At simulated time t in block b, simulated thread j draws the
+gradient time of that run's thread j mod k (k its threads) that started first at or after
+τ₀ + (t − b·block_s), shifted ⌊j / k⌋ gradients on (threads beyond the run's own take its threads'
+neighbouring gradients, not the same ones). A draw never looks at the run being predicted.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from leashed.errors import SpecError
+from leashed.sim.timing import Distribution
+
+__all__ = ["DEFAULT_BLOCK_S", "Timeline", "compute_timeline"]
+
+#: length of a replayed block of simulated time (about 90 gradients of the MNIST MLP at batch 64)
+DEFAULT_BLOCK_S = 0.05
+
+
+class Timeline(Distribution):
+    """Gradient times of calibration runs, replayed in time order (module docstring).
+
+    ``runs``: one entry per calibration run, a sequence of (start instants, durations) per thread, in
+    seconds; start instants in increasing order. As a :class:`Distribution` (mean, cv, :meth:`sample`,
+    one thread's :meth:`stream`) it is the pool of all the durations."""
+
+    name = "timeline"
+
+    def __init__(self, runs: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]], source: str = "runs",
+                 block_s: float = DEFAULT_BLOCK_S) -> None:
+        if not (isinstance(block_s, (int, float)) and math.isfinite(block_s) and block_s > 0):
+            raise SpecError(f"the replayed block length must be a positive number of seconds, not {block_s!r}")
+        kept: list[list[tuple[list[float], list[float]]]] = []
+        spans: list[tuple[float, float]] = []
+        for run in runs:
+            threads = []
+            for starts, durations in run:
+                t = np.asarray(starts, dtype=np.float64).ravel()
+                c = np.asarray(durations, dtype=np.float64).ravel()
+                ok = np.isfinite(t) & np.isfinite(c) & (c >= 0)
+                t, c = t[ok], c[ok]
+                if len(t) == 0:
+                    continue
+                order = np.argsort(t, kind="stable")
+                threads.append((t[order].tolist(), c[order].tolist()))
+            if threads:
+                kept.append(threads)
+                spans.append((min(th[0][0] for th in threads), max(th[0][-1] for th in threads)))
+        if not kept:
+            raise SpecError(f"timeline timing from {source} has no finite measured gradient times")
+        self.runs = kept
+        self.spans = spans
+        self.source = source
+        self.block_s = float(block_s)
+        pool = np.concatenate([np.asarray(c) for run in kept for _, c in run])
+        pool.setflags(write=False)
+        self.samples = pool
+
+    @property
+    def mean(self) -> float:
+        return float(self.samples.mean())
+
+    @property
+    def cv(self) -> float:
+        mean = self.mean
+        return float(self.samples.std() / mean) if mean > 0 else 0.0
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return self.samples[rng.integers(0, len(self.samples), n)]
+
+    def describe(self) -> str:
+        return f"timeline:{self.source}"
+
+    def joint_streams(self, seed: Any, m: int, clock: Callable[[], float]) -> list[Iterator[float]]:
+        """m endless iterators of gradient times; a draw reads ``clock()`` (the simulated time) when it
+        is taken. One block schedule from ``seed`` (anything ``numpy.random.default_rng`` takes)."""
+        schedule = _Schedule(self, np.random.default_rng(seed))
+        return [_thread_draws(self, schedule, j, clock) for j in range(m)]
+
+
+class _Schedule:
+    """Block b -> (run index, instant of that run at the block's start); drawn in block order, so
+    the schedule is a function of the seed alone, whatever order the threads ask in."""
+
+    __slots__ = ("origins", "rng", "timeline", "weights")
+
+    def __init__(self, timeline: Timeline, rng: np.random.Generator) -> None:
+        self.timeline = timeline
+        self.rng = rng
+        sizes = np.array([sum(len(c) for _, c in run) for run in timeline.runs], dtype=np.float64)
+        self.weights = sizes / sizes.sum()  # a run is drawn in proportion to the gradients it holds
+        self.origins: list[tuple[int, float]] = []
+
+    def origin(self, b: int) -> tuple[int, float]:
+        origins = self.origins
+        while len(origins) <= b:
+            run = int(self.rng.choice(len(self.weights), p=self.weights))
+            lo, hi = self.timeline.spans[run]
+            start = float(self.rng.uniform(lo, max(lo, hi - self.timeline.block_s)))
+            origins.append((run, start))
+        return origins[b]
+
+
+def _thread_draws(timeline: Timeline, schedule: _Schedule, j: int, clock: Callable[[], float]) \
+        -> Iterator[float]:
+    block = timeline.block_s
+    while True:
+        now = max(float(clock()), 0.0)
+        b = int(now // block)
+        run, start = schedule.origin(b)
+        threads = timeline.runs[run]
+        starts, durations = threads[j % len(threads)]
+        lo, hi = timeline.spans[run]
+        tau = start + (now - b * block)
+        if tau > hi:  # a run shorter than a block: wrap around its span
+            tau = lo + (tau - lo) % max(hi - lo, 1e-12)
+        i = bisect.bisect_left(starts, tau) + j // len(threads)
+        yield durations[i % len(durations)]
+
+
+def compute_timeline(results: Sequence[Any], source: str, block_s: float = DEFAULT_BLOCK_S) -> Timeline:
+    """The :class:`Timeline` of runtime results files: per run and thread, t_start and t_grad − t_start
+    of every recorded gradient (dropped ones included: their gradient was computed)."""
+    runs = []
+    for result in results:
+        log = result.updates
+        thread = np.asarray(log.thread, dtype=np.int64)
+        starts = np.asarray(log.t_start, dtype=np.float64)
+        durations = np.maximum(np.asarray(log.t_grad, dtype=np.float64) - starts, 0.0)
+        runs.append([(starts[thread == j], durations[thread == j]) for j in np.unique(thread)])
+    return Timeline(runs, source, block_s)

@@ -1,0 +1,140 @@
+"""The timeline compute law (leashed.sim.timeline): measured gradient times replayed on the simulated
+clock, one block schedule shared by every simulated thread."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from simtest_helpers import spec_of
+
+from leashed.errors import SpecError
+from leashed.sim.calibration import calibrate
+from leashed.sim.simulate import run_simulation
+from leashed.sim.timeline import Timeline, compute_timeline
+from leashed.sim.timing import Constant, Empirical, Gamma, TimingModel
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _two_threads() -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    # thread 0 starts a gradient every ms with duration 1, 2, 3, ... µs; thread 1 the same + 1000 µs
+    starts = np.arange(100) * 1e-3
+    return [[(starts, (np.arange(100) + 1) * 1e-6), (starts, (np.arange(100) + 1001) * 1e-6)]]
+
+
+def test_a_draw_is_the_gradient_of_that_instant_of_the_replayed_block():
+    timeline = Timeline(_two_threads(), "toy", block_s=1.0)  # one block longer than the run: wraps
+    clock = _Clock()
+    draws = timeline.joint_streams(7, 4, clock)
+    clock.now = 0.0
+    first = [next(s) for s in draws]
+    # threads 0 and 1 read the run's threads at one instant; 2 and 3 their next gradients
+    assert first[1] - first[0] == pytest.approx(1000e-6)
+    assert first[2] - first[0] == pytest.approx(1e-6) and first[3] - first[1] == pytest.approx(1e-6)
+    # 5 ms later in the same block: five gradients on, for every thread alike
+    clock.now = 5e-3
+    later = [next(s) for s in draws]
+    assert np.allclose(np.subtract(later, first), 5e-6)
+
+
+def test_the_block_schedule_is_the_seeds_and_blocks_jump():
+    starts = np.arange(2000) * 1e-3
+    runs = [[(starts, starts * 1e-3 + 1e-6)]]  # duration grows with the instant: shows where we are
+    timeline = Timeline(runs, "toy", block_s=0.05)
+
+    def path(seed: int) -> list[float]:
+        clock = _Clock()
+        (stream,) = timeline.joint_streams(seed, 1, clock)
+        out = []
+        for k in range(200):
+            clock.now = k * 0.01
+            out.append(next(stream))
+        return out
+
+    a, b = path(1), path(1)
+    assert a == b and a != path(2)
+    steps = np.diff(a)
+    within = steps[np.abs(steps - 1e-5) < 1e-9]  # 10 ms on within a block: +10 gradients of +1 µs
+    assert len(within) >= 150  # 4 of every 5 steps stay in their block
+    assert np.sum(np.abs(steps - 1e-5) > 1e-7) >= 20  # the others jump to another instant
+
+
+def test_the_timeline_keeps_the_pooled_distribution_as_a_law():
+    rng = np.random.default_rng(0)
+    runs = [[(np.cumsum(rng.uniform(1e-3, 2e-3, 500)), rng.gamma(4.0, 1e-4, 500))] for _ in range(3)]
+    timeline = Timeline(runs, "toy")
+    pooled = np.concatenate([c for run in runs for _, c in run])
+    assert timeline.mean == pytest.approx(pooled.mean()) and timeline.cv == pytest.approx(pooled.std() /
+                                                                                          pooled.mean())
+    assert timeline.describe() == "timeline:toy"
+    # replayed at uniform instants, the draws keep the pool's mean (no length bias)
+    clock = _Clock()
+    (stream,) = timeline.joint_streams(3, 1, clock)
+    draws = []
+    for k in range(20000):
+        clock.now = k * 1.37e-3
+        draws.append(next(stream))
+    assert np.mean(draws) == pytest.approx(pooled.mean(), rel=0.05)
+
+
+def test_bad_timelines_are_refused():
+    with pytest.raises(SpecError, match="no finite"):
+        Timeline([[(np.array([np.nan]), np.array([1.0]))]], "bad")
+    with pytest.raises(SpecError, match="block"):
+        Timeline(_two_threads(), "toy", block_s=0.0)
+
+
+def _regime_run(seed: int, n: int = 3000):
+    """Two threads whose gradients are 200 µs in the first half of the run and 400 µs in the second (a
+    machine whose speed changed for everyone), relabelled as a runtime run."""
+    rng = np.random.default_rng(seed)
+    spec = spec_of("leashed", 2, n, "const:1", "const:1", seed=seed)
+    timing = TimingModel(Gamma(300e-6, 0.05), Constant(10e-6))
+    result = run_simulation(spec, timing, metadata=False).result
+    log = result.updates
+    half = np.median(np.asarray(log.t_start))
+    c = np.where(np.asarray(log.t_start) < half, 200e-6, 400e-6) * rng.uniform(0.95, 1.05, len(log))
+    updates = dataclasses.replace(log, t_grad=np.asarray(log.t_start) + c)
+    return result.replace(source="runtime", updates=updates)
+
+
+def _concurrent_correlation(result) -> float:
+    log = result.updates
+    th, ts = np.asarray(log.thread), np.asarray(log.t_start)
+    c = np.asarray(log.t_grad) - ts
+    a, b = np.nonzero(th == 0)[0], np.nonzero(th == 1)[0]
+    b = b[np.argsort(ts[b])]
+    nearest = b[np.clip(np.searchsorted(ts[b], ts[a]), 0, len(b) - 1)]
+    return float(np.corrcoef(c[a], c[nearest])[0, 1])
+
+
+def test_a_calibrated_prediction_keeps_the_machines_shared_speed():
+    """Threads of the predicted run are fast and slow together under the timeline law (the calibration
+    run's regimes), independently under the pooled one."""
+    runs = [_regime_run(1), _regime_run(2)]
+    spec = spec_of("leashed", 2, 4000, "const:1", "const:1", seed=4)
+    timing, _ = calibrate(runs, ["a", "b"], 2, machine_model=False)
+    assert isinstance(timing.compute, Timeline) and timing.notes["compute_resampling"] == "timeline"
+    pooled, _ = calibrate(runs, ["a", "b"], 2, machine_model=False, compute_resampling="pooled")
+    assert isinstance(pooled.compute, Empirical)
+    replayed = run_simulation(spec, timing, metadata=False).result
+    independent = run_simulation(spec, pooled, metadata=False).result
+    assert _concurrent_correlation(replayed) > 0.8
+    assert abs(_concurrent_correlation(independent)) < 0.1
+    with pytest.raises(SpecError, match="resampling"):
+        calibrate(runs, ["a", "b"], 2, compute_resampling="blocks")
+
+
+def test_compute_timeline_reads_every_thread_of_every_run():
+    runs = [_regime_run(3, 400)]
+    timeline = compute_timeline(runs, "r")
+    assert len(timeline.runs) == 1 and len(timeline.runs[0]) == 2
+    assert len(timeline.samples) == len(runs[0].updates)
