@@ -11,9 +11,10 @@ machine model for a prediction at m threads:
   are slower while another core copies the vector they read). By default (``compute_resampling=
   "timeline"``) they are replayed in time order, one block of a run shared by all simulated threads
   (:class:`~leashed.sim.timeline.Timeline`: the machine's speed drifts over milliseconds, for every
-  thread alike); ``"pooled"`` draws them independently from the pool of those runs. When the closest runs have one
-  thread and the prediction more, the machine file's ``read_slowdown`` (``leashed calibrate``) slows a
-  gradient by that share of the time other threads copy its vector, in the simulation.
+  thread alike); ``"pooled"`` draws them independently from the pool of those runs. When the closest
+  runs have one thread and the prediction more, the machine file's ``read_slowdown`` (``leashed
+  calibrate``) slows a gradient by that share of the time other threads copy its vector, in the
+  simulation.
   :func:`read_slowdown_estimate` (one-thread against two-thread runs) is kept in the notes as a check.
 * **update**, leashed: the measured durations of *completed* attempts (t_commit − t_attempt of every
   committed update), split by who wrote the vector the attempt copied: the thread itself (*local*: the
@@ -25,7 +26,10 @@ machine model for a prediction at m threads:
   Other algorithms: the per-attempt share of t_commit − t_grad of the closest run.
 * **machine**: cores from ``--cores``, else the machine file, else the runs' recorded usable cores; the
   background load the runs recorded (``background_load_cores``, their mean) unless ``ignore_load``, or
-  an explicit value; time slice, read slowdown and copy concurrency from the machine file.
+  an explicit value, against the core share the compute times' own runs had (``calibrated_share``: the
+  same load at the same concurrency adds nothing); time slice and copy concurrency from the machine
+  file; the read slowdown given (``read_slowdown``; a concurrent run's compute times then have it taken
+  out), else the machine file's when the compute times come from one-thread runs, else 0.
 
 Nothing here looks at the run being predicted.
 """
@@ -34,24 +38,36 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from leashed.errors import SpecError
 from leashed.sim.machine import DEFAULT_TIME_SLICE_S, Machine
-from leashed.sim.timeline import Timeline, compute_timeline
+from leashed.sim.timeline import Timeline, attempt_timelines, compute_timeline
 from leashed.sim.timing import Empirical, Scaled, TimingModel, from_result
 
-__all__ = ["attempt_times", "calibrate", "recorded_machine"]
+__all__ = ["attempt_masks", "attempt_times", "calibrate", "cas_failure_fraction", "recorded_machine"]
 
 #: floats a leashed copy handles between two looks at the published word (runtime/_phases.pxd COPY_CHUNK)
 COPY_CHUNK_FLOATS = 4096
 
 
+def attempt_masks(result: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Leashed: (local, remote) masks of the committed updates whose completed attempt copied a vector
+    the thread itself (or nobody: the initial one) wrote, or another thread."""
+    return _attempt_split(result)[:2]
+
+
 def attempt_times(result: Any) -> dict[str, np.ndarray]:
     """Leashed: completed-attempt durations split by the writer of the copied vector (``local``,
     ``remote``), and the mean abandoned-attempt duration of every update that failed (``abandoned``)."""
+    local, remote, done, abandoned = _attempt_split(result)
+    return {"local": done[local], "remote": done[remote], "abandoned": abandoned}
+
+
+def _attempt_split(result: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     log = result.updates
     ok = ~np.asarray(log.dropped, dtype=bool)
     t_attempt = np.asarray(log.t_attempt, dtype=np.float64)
@@ -71,8 +87,7 @@ def attempt_times(result: Any) -> dict[str, np.ndarray]:
     failed = attempts > 1
     abandoned = np.where(failed, (t_attempt - np.asarray(log.t_grad)) / np.maximum(attempts - 1, 1), np.nan)
     keep = np.isfinite(done) & (done >= 0)
-    return {"local": done[local & keep], "remote": done[remote & keep],
-            "abandoned": abandoned[failed & ok & np.isfinite(abandoned)]}
+    return local & keep, remote & keep, done, abandoned[failed & ok & np.isfinite(abandoned)]
 
 
 def read_overlaps(result: Any) -> np.ndarray:
@@ -135,10 +150,18 @@ def _profile_value(profile: Any, name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+def cas_failure_fraction(results: Sequence[Any]) -> float:
+    """Failed / all CAS attempts over ``results`` together."""
+    attempts = sum(float(np.asarray(r.updates.attempts).sum()) for r in results)
+    updates = sum(float(np.asarray(r.updates.committed).sum()) for r in results)
+    return (attempts - updates) / attempts if attempts > 0 else 0.0
+
+
 def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, copy_fraction: float = 0.5,
               bus_contention: float = 0.0, profile: Any = None, cores: int | None = None,
               background_load: float | None = None, ignore_load: bool = False,
-              machine_model: bool = True, compute_resampling: str = "timeline") -> tuple[TimingModel, Machine]:
+              machine_model: bool = True, compute_resampling: str = "timeline",
+              read_slowdown: float | None = None) -> tuple[TimingModel, Machine]:
     """The timing and machine models for predicting ``threads`` threads (module docstring)."""
     if not results:
         raise SpecError("calibration needs at least one runtime results file")
@@ -218,20 +241,51 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
             notes["copy_chunks"] = int(math.ceil(d / COPY_CHUNK_FLOATS))
     timing = TimingModel(compute, update, copy_fraction, bus_contention, notes=notes,
                          update_remote=remote)
+    if isinstance(timing.compute, Timeline) and results[0].spec.algorithm == "leashed":
+        # the attempts replayed on the compute times' block schedule: a machine's speed is the same for
+        # its gradients and its copies, and the laws of one run differ from another's
+        members = [results[i] for i in group]
+        masks = [attempt_masks(r) for r in members]
+        local, far = attempt_timelines(members, timing.compute, [k[0] for k in masks], [k[1] for k in masks])
+        if local is not None:
+            remote_law = far if far is not None else timing.update_remote
+            timing = replace(timing, update=local, update_remote=remote_law)
+            timing.notes["attempt_resampling"] = "timeline"
     if not machine_model:
         return timing, Machine()
     if background_load is None:
         loads = [recorded_machine(r).get("background_load_cores") for r in results]
         loads = [float(v) for v in loads if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0]
         background_load = 0.0 if ignore_load or not loads else float(np.mean(loads))
-    read_slowdown = 0.0  # a concurrent run's compute times already hold it
-    if results[closest].spec.threads == 1 and concurrency > 1:
-        read_slowdown = max(float(_profile_value(profile, "read_slowdown", 0.0)), 0.0)
+    concurrent_group = results[closest].spec.threads > 1
+    if read_slowdown is None:
+        slowdown = 0.0  # a concurrent run's compute times hold it
+        if not concurrent_group and concurrency > 1:
+            slowdown = max(float(_profile_value(profile, "read_slowdown", 0.0)), 0.0)
+    else:
+        slowdown = float(read_slowdown)
+        if not (math.isfinite(slowdown) and slowdown >= 0):
+            raise SpecError(f"read slowdown must be a number >= 0, not {read_slowdown!r}")
     concurrent = tuple(float(v) for v in (_profile_value(profile, "copy_concurrent_s", ()) or ()))
+    # the core share the compute times' own runs had (their recorded load, their concurrency)
+    calibrated_share = 1.0
+    if cores:
+        own = [recorded_machine(results[i]).get("background_load_cores") for i in group]
+        own = [float(v) for v in own if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0]
+        if own:
+            c = min(int(results[closest].spec.threads), cores)
+            calibrated_share = min(1.0, max(cores - float(np.mean(own)), 0.1 * cores) / c)
     machine = Machine(cores=cores, time_slice_s=float(_profile_value(profile, "time_slice_s",
                                                                      DEFAULT_TIME_SLICE_S)),
-                      background_load=float(background_load), read_slowdown=read_slowdown,
+                      background_load=float(background_load), read_slowdown=slowdown,
                       copy_concurrency=concurrent,
                       calibrated_concurrency=max(1, min(max(r.spec.threads for r in results), cores or 1)),
+                      calibrated_share=calibrated_share,
                       notes={"machine_file": _profile_value(profile, "source", None) if profile else None})
+    if concurrent_group and slowdown > 0 and isinstance(timing.compute, Timeline):
+        # a given slowdown: the concurrent runs' compute times hold it where copies overlapped them;
+        # take it out, the simulator adds it back where the simulated copies overlap
+        members = [results[i] for i in group]
+        timing = replace(timing, compute=compute_timeline(
+            members, timing.compute.source, subtract=[slowdown * read_overlaps(r) for r in members]))
     return timing, machine

@@ -81,6 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "processes (default: what the calibration runs recorded, else 0)")
     machine.add_argument("--ignore-load", action="store_true", help="ignore the background load the "
                          "calibration runs recorded")
+    machine.add_argument("--read-slowdown", metavar="S", help="with --calibrate-from: a gradient is slowed "
+                         "by S x the time another thread copies the vector it reads (taken out of "
+                         "concurrent runs' compute times first); default 0, or the machine file's when "
+                         "calibrating from one-thread runs")
     machine.add_argument("--attempt-model", choices=("runtime", "paper"), help="leashed: 'runtime' (default) "
                          "abandons an attempt at the competing commit as the runtime does; 'paper' charges "
                          "every failed attempt its full U (papers.md §2.1, the closed-form claims)")
@@ -184,7 +188,8 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
             calibrations, sources, threads, copy_fraction=copy_fraction, bus_contention=contention,
             profile=profile, cores=None if cores in (None, "none") else cores,
             background_load=args.background_load, ignore_load=args.ignore_load,
-            compute_resampling=args.compute_resampling or "timeline")
+            compute_resampling=args.compute_resampling or "timeline",
+            read_slowdown=_read_slowdown(args.read_slowdown))
         if cores == "none":
             machine = machine.replace(cores=None)
         compute_text = args.compute_time or f"empirical:{sources[0]}"
@@ -227,6 +232,8 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
         extra["calibrated_from"] = ", ".join(str(p) for p in args.calibrate_from)
     if args.attempt_model is not None:
         extra["attempt_model"] = args.attempt_model
+    if args.read_slowdown is not None and calibration is None:
+        raise SpecError("--read-slowdown needs --calibrate-from (it is part of a calibrated prediction)")
     if args.compute_resampling is not None and calibration is None:
         raise SpecError("--compute-resampling needs --calibrate-from (it resamples measured gradient times)")
     extra["machine"] = machine.describe()
@@ -241,6 +248,19 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
     if args.samples < 1:
         raise SpecError(f"--samples must be a positive integer, not {args.samples}")
     return spec, timing, gradients
+
+
+def _read_slowdown(text: str | None) -> float | None:
+    """``--read-slowdown``: a number >= 0, or None when not given."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise SpecError(f"--read-slowdown must be a number >= 0, not {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise SpecError(f"--read-slowdown must be a number >= 0, not {text!r}")
+    return value
 
 
 def _cores(text: str | None) -> int | str | None:

@@ -21,7 +21,9 @@ default:
   copies the calibration run could have had at once (bandwidth sharing).
 * **background load**: the L cores' worth other processes took while the runs were measured
   (``background_load_cores`` of the runtime's machine record): the threads share P − L (at least a tenth
-  of P).
+  of P). Measured compute times already hold the share their own run's threads had, ρ_cal = min(1,
+  (P − L_cal)/c) for c threads on P cores (``calibrated_share``), so a calibrated prediction gives each
+  thread min(1, (P − L)/m) / ρ_cal: the same load at the same concurrency adds nothing.
 
 Parameters come from measurement (``leashed calibrate`` and the runtime's machine record), never from the
 run being predicted.
@@ -57,6 +59,9 @@ class Machine:
     copy_concurrency: tuple[float, ...] = ()
     #: concurrent copies the calibration run could have had (its thread count, capped by its cores)
     calibrated_concurrency: int = 1
+    #: the share of a core each thread of the calibration runs had, min(1, (P − L_cal)/c): measured
+    #: compute times already hold that stretch, so threads are given share / calibrated_share
+    calibrated_share: float = 1.0
     notes: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -74,6 +79,8 @@ class Machine:
             raise SpecError("machine copy concurrency factors must be finite and positive")
         if self.calibrated_concurrency < 1:
             raise SpecError("calibrated copy concurrency must be >= 1")
+        if not (isinstance(self.calibrated_share, (int, float)) and 0 < self.calibrated_share <= 1):
+            raise SpecError(f"calibrated core share must be in (0, 1], not {self.calibrated_share!r}")
 
     @property
     def ideal(self) -> bool:
@@ -94,26 +101,28 @@ class Machine:
         return {"cores": self.cores, "time_slice_s": self.time_slice_s,
                 "background_load": self.background_load,
                 "read_slowdown": self.read_slowdown, "copy_concurrency": list(self.copy_concurrency),
-                "calibrated_concurrency": self.calibrated_concurrency, **self.notes}
+                "calibrated_concurrency": self.calibrated_concurrency,
+                "calibrated_share": self.calibrated_share, **self.notes}
 
     @classmethod
     def from_description(cls, data: dict[str, Any]) -> Machine:
         """Inverse of :meth:`describe` (unknown keys become notes)."""
         known = {"cores", "time_slice_s", "background_load", "read_slowdown", "copy_concurrency",
-                 "calibrated_concurrency"}
+                 "calibrated_concurrency", "calibrated_share"}
         notes = {k: v for k, v in data.items() if k not in known}
         return cls(cores=data.get("cores"),
                    time_slice_s=float(data.get("time_slice_s", DEFAULT_TIME_SLICE_S)),
                    background_load=float(data.get("background_load", 0.0)),
                    read_slowdown=float(data.get("read_slowdown", 0.0)),
                    copy_concurrency=tuple(float(v) for v in data.get("copy_concurrency", ())),
-                   calibrated_concurrency=int(data.get("calibrated_concurrency", 1)), notes=notes)
+                   calibrated_concurrency=int(data.get("calibrated_concurrency", 1)),
+                   calibrated_share=float(data.get("calibrated_share", 1.0)), notes=notes)
 
     def scheduler(self, m: int) -> Scheduler | None:
         """The time-sharing schedule of m threads on this machine; None when every thread has a core."""
         if self.cores is None:
             return None
-        return Scheduler.cores(m, self.cores, self.time_slice_s, self.background_load)
+        return Scheduler.cores(m, self.cores, self.time_slice_s, self.background_load, self.calibrated_share)
 
 
 class Scheduler:
@@ -136,11 +145,14 @@ class Scheduler:
         self.phase = [1.0 - (j + 1) / m for j in range(m)]
 
     @classmethod
-    def cores(cls, m: int, cores: int, time_slice_s: float, background_load: float = 0.0) -> Scheduler | None:
+    def cores(cls, m: int, cores: int, time_slice_s: float, background_load: float = 0.0,
+              calibrated_share: float = 1.0) -> Scheduler | None:
         """The schedule of m threads on ``cores`` cores of which others take ``background_load``; None
-        when every thread has a core to itself. The others never leave less than a tenth of the cores."""
+        when every thread has a core to itself. The others never leave less than a tenth of the cores.
+        ``calibrated_share``: the share the measured times already hold (:class:`Machine`); the threads
+        get min(1, (P − L)/m) / calibrated_share."""
         available = max(cores - background_load, 0.1 * cores)
-        share = available / m
+        share = min(1.0, available / m) / calibrated_share
         return None if share >= 1.0 else cls(m, share, time_slice_s)
 
     def _runs_before(self, j: int, s: int) -> int:
@@ -175,6 +187,18 @@ class Scheduler:
         if within <= 1e-15 * q and k > 0:  # exactly at the end of a running slot
             return (self._slot_of_run(j, k - 1) + 1) * q
         return self._slot_of_run(j, k) * q + within
+
+    def together(self, i: int, j: int, start: float, end: float) -> float:
+        """Wall time within [start, end] during which threads i and j are both on a core."""
+        q = self.q
+        total = 0.0
+        s = int(start // q)
+        while s * q < end:
+            if self._runs_before(i, s + 1) > self._runs_before(i, s) and \
+                    self._runs_before(j, s + 1) > self._runs_before(j, s):
+                total += min(end, (s + 1) * q) - max(start, s * q)
+            s += 1
+        return max(total, 0.0)
 
     def end_of(self, j: int, start: float, demand: float) -> float:
         """Wall time at which a phase of ``demand`` CPU seconds that thread j starts at ``start`` ends."""

@@ -109,18 +109,28 @@ def _abandon_attempts(sh: Shared, ms: MachineState, committer: int) -> None:
 
 
 def _slow_readers(sh: Shared, ms: MachineState, copier: int, version: int, copy_end: float) -> None:
-    """Gradients computing on ``version`` are slowed by read_slowdown × the overlap with this copy."""
+    """Gradients computing on ``version`` are slowed by read_slowdown × the overlap with this copy: the
+    time both threads run (on a time-shared machine, the slots both are on a core), added to the
+    reader's CPU demand."""
     rate = ms.machine.read_slowdown
     now = sh.env.now
+    sched = ms.sched
     for j, comp in ms.computing.items():
         if j == copier or comp[0] != version:
             continue
-        overlap = min(copy_end, comp[1]) - now
-        if overlap > 0:
-            comp[1] += rate * overlap
-            comp[2] = _retarget(sh, ms, j, comp[2], comp[1])
-            if comp[1] > sh.latest_unpin:  # its pin on the latest vector lasts longer
-                sh.latest_unpin = comp[1]
+        until = min(copy_end, comp[1])
+        if until <= now:
+            continue
+        if sched is None:
+            comp[1] += rate * (until - now)
+        else:
+            overlap = sched.together(copier, j, now, until)
+            if overlap <= 0:
+                continue
+            comp[1] = sched.wall(j, sched.cpu(j, comp[1]) + rate * overlap)
+        comp[2] = _retarget(sh, ms, j, comp[2], comp[1])
+        if comp[1] > sh.latest_unpin:  # its pin on the latest vector lasts longer
+            sh.latest_unpin = comp[1]
 
 
 def leashed_runtime_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float]) -> Gen:

@@ -215,6 +215,10 @@ def _run(spec: ExperimentSpec, timing: TimingModel, engine: Any, n_total: int, s
                               for j in range(1, spec.evaluations + 1)})
 
     env = simpy.Environment()
+
+    def clock() -> float:  # the simulated time, for laws that replay measured time
+        return env.now
+
     shared = Shared(env, m, n_total, persistence, timing.copy_fraction, timing.bus_contention, engine,
                     eval_points)
     if engine is not None and spec.evaluations > 0:
@@ -240,12 +244,13 @@ def _run(spec: ExperimentSpec, timing: TimingModel, engine: Any, n_total: int, s
             worker = MACHINE_WORKERS[spec.algorithm]
         chunks = spec.extra.get("copy_chunks", timing.notes.get("copy_chunks", 0))
         shared.machine_state = MachineState(machine, machine.scheduler(m),
-                                            remote_streams(timing, spec.seed, m) if not machine.ideal or
-                                            timing.update_remote is not None else None,
+                                            remote_streams(timing, spec.seed, m, clock)
+                                            if not machine.ideal or timing.update_remote is not None
+                                            else None,
                                             int(chunks or 0), spec.sparsifier == "none")
         machine_notes["applied"] = not machine.ideal
     procs = []
-    for i, (cs, us) in enumerate(worker_streams(timing, spec.seed, m, clock=lambda: env.now)):
+    for i, (cs, us) in enumerate(worker_streams(timing, spec.seed, m, clock)):
         procs.append(env.process(worker(shared, i, cs, us)))
     if shared.machine_state is not None:
         shared.machine_state.procs = procs

@@ -29,7 +29,7 @@ import numpy as np
 from leashed.errors import SpecError
 from leashed.sim.timing import Distribution
 
-__all__ = ["DEFAULT_BLOCK_S", "Timeline", "compute_timeline"]
+__all__ = ["DEFAULT_BLOCK_S", "Timeline", "attempt_timelines", "compute_timeline"]
 
 #: length of a replayed block of simulated time (about 90 gradients of the MNIST MLP at batch 64)
 DEFAULT_BLOCK_S = 0.05
@@ -45,9 +45,10 @@ class Timeline(Distribution):
     name = "timeline"
 
     def __init__(self, runs: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]], source: str = "runs",
-                 block_s: float = DEFAULT_BLOCK_S) -> None:
+                 block_s: float = DEFAULT_BLOCK_S, frame: Timeline | None = None) -> None:
         if not (isinstance(block_s, (int, float)) and math.isfinite(block_s) and block_s > 0):
-            raise SpecError(f"the replayed block length must be a positive number of seconds, not {block_s!r}")
+            raise SpecError(f"the replayed block length must be a positive number of seconds, "
+                            f"not {block_s!r}")
         kept: list[list[tuple[list[float], list[float]]]] = []
         spans: list[tuple[float, float]] = []
         for run in runs:
@@ -66,6 +67,12 @@ class Timeline(Distribution):
                 spans.append((min(th[0][0] for th in threads), max(th[0][-1] for th in threads)))
         if not kept:
             raise SpecError(f"timeline timing from {source} has no finite measured gradient times")
+        if frame is not None:  # replayed on another timeline's block schedule (runs in the same order)
+            if len(frame.runs) != len(kept):
+                raise SpecError(f"timeline timing from {source}: {len(kept)} runs with samples, but its "
+                                f"frame has {len(frame.runs)}")
+            spans, block_s = frame.spans, frame.block_s
+        self.frame = frame
         self.runs = kept
         self.spans = spans
         self.source = source
@@ -90,8 +97,9 @@ class Timeline(Distribution):
         return f"timeline:{self.source}"
 
     def joint_streams(self, seed: Any, m: int, clock: Callable[[], float]) -> list[Iterator[float]]:
-        """m endless iterators of gradient times; a draw reads ``clock()`` (the simulated time) when it
-        is taken. One block schedule from ``seed`` (anything ``numpy.random.default_rng`` takes)."""
+        """m endless iterators of durations; a draw reads ``clock()`` (the simulated time) when it is
+        taken. One block schedule from ``seed`` (anything ``numpy.random.default_rng`` takes): timelines
+        on one frame (``frame``, or each other's) draw the same blocks from the same seed."""
         schedule = _Schedule(self, np.random.default_rng(seed))
         return [_thread_draws(self, schedule, j, clock) for j in range(m)]
 
@@ -105,7 +113,8 @@ class _Schedule:
     def __init__(self, timeline: Timeline, rng: np.random.Generator) -> None:
         self.timeline = timeline
         self.rng = rng
-        sizes = np.array([sum(len(c) for _, c in run) for run in timeline.runs], dtype=np.float64)
+        base = timeline.frame if timeline.frame is not None else timeline
+        sizes = np.array([sum(len(c) for _, c in run) for run in base.runs], dtype=np.float64)
         self.weights = sizes / sizes.sum()  # a run is drawn in proportion to the gradients it holds
         self.origins: list[tuple[int, float]] = []
 
@@ -136,14 +145,42 @@ def _thread_draws(timeline: Timeline, schedule: _Schedule, j: int, clock: Callab
         yield durations[i % len(durations)]
 
 
-def compute_timeline(results: Sequence[Any], source: str, block_s: float = DEFAULT_BLOCK_S) -> Timeline:
+def attempt_timelines(results: Sequence[Any], frame: Timeline, local: Sequence[np.ndarray],
+                      remote: Sequence[np.ndarray]) -> tuple[Timeline | None, Timeline | None]:
+    """Leashed: the completed attempts of ``results`` (t_attempt, t_commit − t_attempt per thread), the
+    local and the remote ones (masks per run, :func:`leashed.sim.calibration.attempt_times`), replayed
+    on ``frame``'s block schedule; None for a kind no run has."""
+    out: list[Timeline | None] = []
+    for masks, kind in ((local, "local"), (remote, "remote")):
+        runs = []
+        for result, mask in zip(results, masks, strict=True):
+            log = result.updates
+            thread = np.asarray(log.thread, dtype=np.int64)
+            at = np.asarray(log.t_attempt, dtype=np.float64)
+            took = np.asarray(log.t_commit, dtype=np.float64) - at
+            runs.append([(at[mask & (thread == j)], took[mask & (thread == j)]) for j in np.unique(thread)
+                         if np.any(mask & (thread == j))])
+        if any(len(r) == 0 for r in runs):
+            out.append(None)
+            continue
+        out.append(Timeline(runs, f"{frame.source} ({kind} attempts)", frame=frame))
+    return out[0], out[1]
+
+
+def compute_timeline(results: Sequence[Any], source: str, block_s: float = DEFAULT_BLOCK_S,
+                     subtract: Sequence[np.ndarray] | None = None) -> Timeline:
     """The :class:`Timeline` of runtime results files: per run and thread, t_start and t_grad − t_start
-    of every recorded gradient (dropped ones included: their gradient was computed)."""
+    of every recorded gradient (dropped ones included: their gradient was computed), less ``subtract``
+    (per run, seconds per update; the part of a gradient's time the simulator adds itself, e.g. the read
+    slowdown, :func:`leashed.sim.calibration.fit_read_slowdown`), never below 0."""
     runs = []
-    for result in results:
+    for n, result in enumerate(results):
         log = result.updates
         thread = np.asarray(log.thread, dtype=np.int64)
         starts = np.asarray(log.t_start, dtype=np.float64)
-        durations = np.maximum(np.asarray(log.t_grad, dtype=np.float64) - starts, 0.0)
+        durations = np.asarray(log.t_grad, dtype=np.float64) - starts
+        if subtract is not None:
+            durations = durations - np.asarray(subtract[n], dtype=np.float64)
+        durations = np.maximum(durations, 0.0)
         runs.append([(starts[thread == j], durations[thread == j]) for j in np.unique(thread)])
     return Timeline(runs, source, block_s)

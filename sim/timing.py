@@ -479,11 +479,24 @@ def sparse_update_scaling(algorithm: str, rho: float, copy_fraction: float, dens
     return factor, (copy_part / factor if factor > 0 else c), dense_share
 
 
-def remote_streams(timing: TimingModel, seed: int, m: int) -> list[Iterator[float]] | None:
+def _joint(law: Distribution, seed: int, m: int, clock: Callable[[], float] | None) \
+        -> list[Iterator[float]] | None:
+    """A law that replays measured time (``joint_streams``: :class:`leashed.sim.timeline.Timeline`): its m
+    streams, reading ``clock``, on the block schedule of ``[seed, 23]`` (the same for every law of a
+    run); None for other laws or without a clock."""
+    joint = getattr(law, "joint_streams", None)
+    return joint([seed, 23], m, clock) if joint is not None and clock is not None else None
+
+
+def remote_streams(timing: TimingModel, seed: int, m: int, clock: Callable[[], float] | None = None) \
+        -> list[Iterator[float]] | None:
     """Per worker, an endless iterator of remote-attempt draws (``SeedSequence([seed, 11]).spawn(m)``), or
     None when the timing model has no remote law."""
     if timing.update_remote is None:
         return None
+    shared = _joint(timing.update_remote, seed, m, clock)
+    if shared is not None:
+        return shared
     return [timing.update_remote.stream(np.random.default_rng(child))
             for child in np.random.SeedSequence([seed, 11]).spawn(m)]
 
@@ -491,16 +504,18 @@ def remote_streams(timing: TimingModel, seed: int, m: int) -> list[Iterator[floa
 def worker_streams(timing: TimingModel, seed: int, m: int, clock: Callable[[], float] | None = None) \
         -> list[tuple[Iterator[float], Iterator[float]]]:
     """Per worker, endless (compute, update) draw iterators from ``SeedSequence(seed).spawn(m)``;
-    each worker's sequence splits again into a compute and an update stream. A compute law that replays
+    each worker's sequence splits again into a compute and an update stream. A law that replays
     measured time (``joint_streams``, :class:`leashed.sim.timeline.Timeline`) reads ``clock`` (the
-    simulated time) and draws from one block schedule of ``SeedSequence([seed, 23])`` for all workers."""
+    simulated time) and draws from one block schedule for all workers and laws (:func:`_joint`)."""
     out = []
-    joint = getattr(timing.compute, "joint_streams", None)
-    shared = joint(np.random.SeedSequence([seed, 23]), m, clock) if joint is not None and clock else None
+    computes = _joint(timing.compute, seed, m, clock)
+    updates = _joint(timing.update, seed, m, clock)
     for j, child in enumerate(np.random.SeedSequence(seed).spawn(m)):
         c_seq, u_seq = child.spawn(2)
-        out.append((shared[j] if shared is not None else timing.compute.stream(np.random.default_rng(c_seq)),
-                    timing.update.stream(np.random.default_rng(u_seq))))
+        c_rng, u_rng = np.random.default_rng(c_seq), np.random.default_rng(u_seq)
+        c_stream = computes[j] if computes is not None else timing.compute.stream(c_rng)
+        u_stream = updates[j] if updates is not None else timing.update.stream(u_rng)
+        out.append((c_stream, u_stream))
     return out
 
 

@@ -115,3 +115,31 @@ def test_leashed_two_threads_one_core_hand_solved():
         assert row[:4] == want[:4]
         assert row[4:] == pytest.approx(want[4:])
     assert s.result.totals["cas_failures"] == 2
+
+
+def test_the_share_measured_times_already_hold_is_not_taken_twice():
+    # runs of 2 threads on 2 cores that lost 0.2 cores to others: their times hold a share of 0.9
+    assert Scheduler.cores(2, 2, 0.01, background_load=0.2, calibrated_share=0.9) is None  # same load
+    s = Scheduler.cores(4, 2, 0.01, background_load=0.2, calibrated_share=0.9)
+    assert s.share == pytest.approx((1.8 / 4) / 0.9)
+    heavier = Scheduler.cores(2, 2, 0.01, background_load=1.0, calibrated_share=0.9)
+    assert heavier.share == pytest.approx(0.5 / 0.9)
+    machine = Machine(cores=2, background_load=0.2, calibrated_share=0.9)
+    assert Machine.from_description(machine.describe()) == machine
+    for bad in (0.0, 1.5, -1.0):
+        with pytest.raises(SpecError, match="calibrated core share"):
+            Machine(cores=2, calibrated_share=bad)
+
+
+def test_read_slowdown_needs_both_threads_on_a_core():
+    """On one core two threads never run at once: a copy cannot slow a gradient that is not running, so
+    the read slowdown changes nothing (it is charged in the reader's CPU time within the copy)."""
+    spec = spec_of("leashed", 2, 400, "gamma:mean=1ms,cv=0.3", "const:200us")
+    base = run_simulation(spec, metadata=False, machine=Machine(cores=1, time_slice_s=1e-3)).result
+    slowed = run_simulation(spec, metadata=False,
+                            machine=Machine(cores=1, time_slice_s=1e-3, read_slowdown=1.0)).result
+    assert np.array_equal(base.updates.t_commit, slowed.updates.t_commit)
+    # on two cores the same slowdown does stretch the gradients
+    two = run_simulation(spec, metadata=False, machine=Machine(cores=2, read_slowdown=1.0)).result
+    free = run_simulation(spec, metadata=False, machine=Machine(cores=2)).result
+    assert two.totals["wall_time_s"] > free.totals["wall_time_s"]

@@ -138,3 +138,63 @@ def test_compute_timeline_reads_every_thread_of_every_run():
     timeline = compute_timeline(runs, "r")
     assert len(timeline.runs) == 1 and len(timeline.runs[0]) == 2
     assert len(timeline.samples) == len(runs[0].updates)
+
+
+def test_attempts_replay_on_the_compute_times_block_schedule():
+    """A fast run (gradients 100 µs, attempts 10 µs) and a slow one (300 µs, 30 µs): on one frame, the
+    attempt drawn at an instant comes from the run the gradient drawn then came from."""
+    starts = np.arange(400) * 1e-3
+    fast = [(starts, np.full(400, 100e-6))]
+    slow = [(starts, np.full(400, 300e-6))]
+    compute = Timeline([fast, slow], "toy", block_s=0.01)
+    attempts = Timeline([[(starts, np.full(400, 10e-6))], [(starts, np.full(400, 30e-6))]], "toy",
+                        frame=compute)
+    clock = _Clock()
+    (c_stream,) = compute.joint_streams([5, 23], 1, clock)
+    (u_stream,) = attempts.joint_streams([5, 23], 1, clock)
+    seen = set()
+    for k in range(300):
+        clock.now = k * 3.1e-3
+        c, u = next(c_stream), next(u_stream)
+        assert c == pytest.approx(10 * u)
+        seen.add(round(c * 1e6))
+    assert seen == {100, 300}  # both runs were drawn
+    with pytest.raises(SpecError, match="frame"):
+        Timeline([[(starts, np.full(400, 10e-6))]], "toy", frame=compute)
+
+
+def test_calibrated_leashed_attempts_are_replayed_with_the_gradients():
+    runs = [_regime_run(5), _regime_run(6)]
+    timing, _ = calibrate(runs, ["a", "b"], 2, machine_model=False)
+    assert isinstance(timing.update, Timeline) and timing.update.frame is timing.compute
+    assert isinstance(timing.update_remote, Timeline) and timing.update_remote.frame is timing.compute
+    assert timing.notes["attempt_resampling"] == "timeline"
+    # a simulation with replayed laws is reproducible from its seed
+    spec = spec_of("leashed", 2, 1500, "const:1", "const:1", seed=3)
+    a = run_simulation(spec, timing, metadata=False).result
+    b = run_simulation(spec, timing, metadata=False).result
+    assert np.array_equal(a.updates.t_commit, b.updates.t_commit)
+
+
+def test_compute_resampling_and_read_slowdown_on_the_command_line(tmp_path):
+    from conftest import assert_one_line_error, run_cli
+
+    path = tmp_path / "m2.npz"
+    _regime_run(7, 600).save(path)
+    for extra in (("--compute-resampling", "pooled"), ("--read-slowdown", "0.5")):
+        proc = run_cli("simulate", "--calibrate-from", str(path), "--threads", "2", "--replicates", "1",
+                       *extra, "--out", str(tmp_path / "p.npz"), "--quiet")
+        assert proc.returncode == 0, proc.stderr
+    from leashed.results import RunResult
+
+    saved = RunResult.load(tmp_path / "p.npz")
+    assert saved.extra["machine"]["read_slowdown"] == 0.5
+    bads = ((("--read-slowdown", "-1"), "--read-slowdown"), (("--read-slowdown", "x"), "--read-slowdown"))
+    for bad, needle in bads:
+        proc = run_cli("simulate", "--calibrate-from", str(path), "--threads", "2", *bad, "--out",
+                       str(tmp_path / "bad.npz"), cwd=tmp_path)
+        assert_one_line_error(proc, needle)
+    proc = run_cli("simulate", "--threads", "2", "--compute-time", "const:1ms", "--update-time", "const:1us",
+                   "--compute-resampling", "pooled", "--out", str(tmp_path / "bad.npz"))
+    assert_one_line_error(proc, "--compute-resampling")
+    assert not (tmp_path / "bad.npz").exists()
