@@ -73,18 +73,20 @@ def run(args: argparse.Namespace) -> int:
         return stop.status
 
 
-def _held_out_prediction(runs: Path, one: Path, machine: Path, args: argparse.Namespace,
+def _held_out_prediction(runs: Path, calibration: list[Path], machine: Path, args: argparse.Namespace,
                          *extra: str) -> Path:
-    """The prediction of the measured setting from the one-thread run and the machine file only: it is
-    never calibrated from the run it is compared with (docs/simulator.md, "Calibrated predictions")."""
+    """The prediction of the measured setting from the calibration runs (one and two threads) and the
+    machine file only: it is never calibrated from the run it is compared with (docs/simulator.md,
+    "Calibrated predictions")."""
     suffix = "-loaded" if extra else ""
     path = runs / f"sim-leashed-m{args.threads}{suffix}.npz"
-    _command(["simulate", "--calibrate-from", str(one), "--machine", str(machine), "--threads",
-              str(args.threads), "--seed", str(args.seed), *extra, "--out", str(path)])
+    sources = [arg for c in calibration for arg in ("--calibrate-from", str(c))]
+    _command(["simulate", *sources, "--machine", str(machine), "--threads", str(args.threads), "--seed",
+              str(args.seed), *extra, "--out", str(path)])
     return path
 
 
-def _loaded_note(result: object, one: Path, machine: Path, runs: Path, out: Path,
+def _loaded_note(result: object, calibration: list[Path], machine: Path, runs: Path, out: Path,
                  args: argparse.Namespace) -> None:
     """On a loaded machine, say so, and compare the prediction that accounts for the measured run's load."""
     from leashed.machine import machine_loaded
@@ -95,7 +97,7 @@ def _loaded_note(result: object, one: Path, machine: Path, runs: Path, out: Path
     load = float(record.get("background_load_cores") or 0.0)
     print(f"      the machine was loaded during the measured run: other processes took {load:.2f} cores' "
           f"worth (`leashed inspect`); the prediction for that load:", flush=True)
-    loaded = _held_out_prediction(runs, one, machine, args, "--background-load", f"{load:.3f}")
+    loaded = _held_out_prediction(runs, calibration, machine, args, "--background-load", f"{load:.3f}")
     _command(["compare", str(loaded), str(runs / f"train-leashed-m{args.threads}.npz"),
               "--out", str(out / "compare-loaded")])
 
@@ -129,21 +131,24 @@ def _run_steps(args: argparse.Namespace) -> int:
     print(f"      training curves: {curves}", flush=True)
 
     print(f"[2/5] simulating m = {', '.join(map(str, PREDICT_THREADS))} on this machine, calibrated from "
-          f"a one-thread leashed run and `leashed calibrate`", flush=True)
+          f"one- and two-thread leashed runs and `leashed calibrate`", flush=True)
     measured = runs / f"train-leashed-m{args.threads}.npz"
     machine = out / "machine.json"
     _command(["calibrate", *(["--quick"] if args.quick else []), "--out", str(machine)])
-    one = runs / "calibrate-leashed-m1.npz"
-    _command(["train", "--algorithm", "leashed", "--threads", "1", *common, "--evaluations", "0",
-              "--seed", str(args.seed + 100), "--out", str(one)])
-    held_out = _held_out_prediction(runs, one, machine, args)
+    calibration = []
+    for m in (1, 2):  # calibration runs, never the measured one (another seed)
+        path = runs / f"calibrate-leashed-m{m}.npz"
+        _command(["train", "--algorithm", "leashed", "--threads", str(m), *common, "--evaluations", "0",
+                  "--seed", str(args.seed + 100 * m), "--out", str(path)])
+        calibration.append(path)
+    held_out = _held_out_prediction(runs, calibration, machine, args)
     predicted = []
     for m in PREDICT_THREADS:  # the other thread counts may use every run made here
         path = held_out if m == args.threads else runs / f"sim-leashed-m{m}.npz"
         if m != args.threads:
-            _command(["simulate", "--calibrate-from", str(one), "--calibrate-from", str(measured),
-                      "--machine", str(machine), "--threads", str(m), "--seed", str(args.seed),
-                      "--out", str(path)])
+            sources = [arg for c in [*calibration, measured] for arg in ("--calibrate-from", str(c))]
+            _command(["simulate", *sources, "--machine", str(machine), "--threads", str(m), "--seed",
+                      str(args.seed), "--out", str(path)])
         predicted.append(path)
 
     print("[3/5] fitting staleness models", flush=True)
@@ -155,7 +160,7 @@ def _run_steps(args: argparse.Namespace) -> int:
     if held_out not in predicted:
         predicted.append(held_out)
     _command(["compare", str(held_out), str(measured), "--out", str(out / "compare")])
-    _loaded_note(RunResult.load(measured), one, machine, runs, out, args)
+    _loaded_note(RunResult.load(measured), calibration, machine, runs, out, args)
 
     print("[5/5] writing the report", flush=True)
     from leashed.analysis.report import build_report

@@ -27,9 +27,10 @@ def test_demo_prints_report_path_last(demo):
 def test_demo_writes_runs_fits_and_linked_figures(demo):
     out, _ = demo
     names = sorted(p.name for p in (out / "runs").glob("*.npz"))
-    # the one-thread calibration run, and on a loaded machine the prediction for the recorded load
+    # the one- and two-thread calibration runs, and on a loaded machine the prediction for that load
     expected = sorted([f"train-{a}-m2.npz" for a in ("hogwild", "leashed", "lock")]
-                      + [f"sim-leashed-m{m}.npz" for m in (2, 4, 8, 16)] + ["calibrate-leashed-m1.npz"])
+                      + [f"sim-leashed-m{m}.npz" for m in (2, 4, 8, 16)]
+                      + ["calibrate-leashed-m1.npz", "calibrate-leashed-m2.npz"])
     assert [n for n in names if n != "sim-leashed-m2-loaded.npz"] == expected
     assert (out / "machine.json").is_file()
     fits = json.loads((out / "fit.json").read_text())
@@ -43,13 +44,14 @@ def test_demo_writes_runs_fits_and_linked_figures(demo):
 
 
 def test_demo_compares_a_prediction_it_was_not_calibrated_from(demo):
-    """Step 4 compares the m = 2 prediction made from the one-thread run and the machine file only."""
+    """Step 4 compares the m = 2 prediction made from the calibration runs and the machine file only."""
     out, proc = demo
     from leashed.results import RunResult
 
     predicted = RunResult.load(out / "runs" / "sim-leashed-m2.npz")
     calibrated = predicted.extra["timing"]["calibrated_from"]
-    assert "calibrate-leashed-m1.npz" in calibrated and "train-leashed-m2.npz" not in calibrated
+    assert "calibrate-leashed-m1.npz" in calibrated and "calibrate-leashed-m2.npz" in calibrated
+    assert "train-leashed-m2.npz" not in calibrated
     assert re.search(r"verdict: (agree|differ|inconclusive)", proc.stdout)
     comparison = json.loads((out / "compare" / "comparison.json").read_text())
     assert comparison["pairs"][0]["verdict"] in ("agree", "differ", "inconclusive")
