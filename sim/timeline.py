@@ -11,10 +11,11 @@ it, and fails again while the two gradient times differ by less than about U).
 
 :class:`Timeline` replays the calibration runs instead. The simulated clock is cut into blocks of
 ``block_s`` seconds; every block draws one calibration run and one instant τ₀ of it (the same for all
-threads: one generator from the seed). At simulated time t in block b, simulated thread j draws the
-gradient time of that run's thread j mod k (k its threads) that started first at or after
-τ₀ + (t − b·block_s), shifted ⌊j / k⌋ gradients on (threads beyond the run's own take its threads'
-neighbouring gradients, not the same ones). A draw never looks at the run being predicted.
+threads: one generator from the seed; the runs are first resampled with replacement per seed, so that
+replicate simulations carry the uncertainty of which runs calibrated them). At simulated time t in block
+b, simulated thread j draws the gradient time of that run's thread j mod k (k its threads) that started
+first at or after τ₀ + (t − b·block_s), shifted ⌊j / k⌋ gradients on (threads beyond the run's own take
+its threads' neighbouring gradients, not the same ones). A draw never looks at the run being predicted.
 """
 
 from __future__ import annotations
@@ -106,7 +107,11 @@ class Timeline(Distribution):
 
 class _Schedule:
     """Block b -> (run index, instant of that run at the block's start); drawn in block order, so
-    the schedule is a function of the seed alone, whatever order the threads ask in."""
+    the schedule is a function of the seed alone, whatever order the threads ask in. With several runs,
+    a seed first draws a bootstrap resample of them (as many runs, with replacement) and blocks come from
+    the resample, in proportion to the gradients each holds: replicate simulations (other seeds) then
+    differ as much as the choice of calibration runs can make them, and ``leashed compare``'s interval of
+    the prediction holds that uncertainty too."""
 
     __slots__ = ("origins", "rng", "timeline", "weights")
 
@@ -115,7 +120,9 @@ class _Schedule:
         self.rng = rng
         base = timeline.frame if timeline.frame is not None else timeline
         sizes = np.array([sum(len(c) for _, c in run) for run in base.runs], dtype=np.float64)
-        self.weights = sizes / sizes.sum()  # a run is drawn in proportion to the gradients it holds
+        if len(sizes) > 1:  # the bootstrap resample of the runs (never empty: len(sizes) draws)
+            sizes = sizes * rng.multinomial(len(sizes), np.full(len(sizes), 1.0 / len(sizes)))
+        self.weights = sizes / sizes.sum()
         self.origins: list[tuple[int, float]] = []
 
     def origin(self, b: int) -> tuple[int, float]:

@@ -198,3 +198,24 @@ def test_compute_resampling_and_read_slowdown_on_the_command_line(tmp_path):
                    "--compute-resampling", "pooled", "--out", str(tmp_path / "bad.npz"))
     assert_one_line_error(proc, "--compute-resampling")
     assert not (tmp_path / "bad.npz").exists()
+
+
+def test_each_seed_replays_a_bootstrap_resample_of_the_runs():
+    """Seeds draw runs with replacement (a replicate's spread includes the choice of calibration runs);
+    over many seeds every run is used in proportion to its gradients."""
+    starts = np.arange(100) * 1e-3
+    runs = [[(starts, np.full(100, (r + 1) * 1e-6))] for r in range(4)]
+    timeline = Timeline(runs, "toy", block_s=0.001)
+    used = []
+    for seed in range(200):
+        clock = _Clock()
+        (stream,) = timeline.joint_streams([seed, 23], 1, clock)
+        seen = set()
+        for k in range(60):
+            clock.now = k * 1e-3
+            seen.add(round(next(stream) * 1e6))
+        used.append(seen)
+    # with 60 blocks from a resample of 4 runs, some seeds never see a run (P = (3/4)^4 per run)
+    assert any(len(s) < 4 for s in used) and any(len(s) == 4 for s in used)
+    counts = {r: sum(r in s for s in used) for r in (1, 2, 3, 4)}
+    assert all(120 <= c <= 180 for c in counts.values())  # 1 − (3/4)^4 = 68 % of 200 seeds each
