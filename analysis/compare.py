@@ -260,6 +260,7 @@ def build_side(results: Sequence[Any], files: Sequence[str], c: Criteria) -> Sid
     lags: dict[str, list[float]] = {}
     group = 0
     replicates = 0
+    resampled = 0  # replicates that each resample the calibration runs (equivalence.Units.variance_factor)
     hist = np.zeros(1)
     for r in results:
         h = r.staleness_histogram.astype(np.float64)
@@ -274,6 +275,8 @@ def build_side(results: Sequence[Any], files: Sequence[str], c: Criteria) -> Sid
                     parts.setdefault(name, []).append((row[None, :], group))
                 group += 1
                 replicates += 1
+            if (r.extra or {}).get("replicates_resample_calibration") is True:
+                resampled += len(reps)
             pooled = [np.asarray(rep["staleness_hist"], dtype=np.float64) for rep in reps
                       if rep.get("staleness_hist")]
             if pooled:
@@ -293,7 +296,8 @@ def build_side(results: Sequence[Any], files: Sequence[str], c: Criteria) -> Sid
         sums = np.concatenate([np.pad(b, ((0, 0), (0, width - b.shape[1]))) for b, _ in blocks])
         gid = np.concatenate([np.full(len(b), g) for b, g in blocks])
         lag = max(lags[name]) if lags.get(name) else None
-        units[name] = eq.Units(sums, gid, lag1=lag, batches=len(sums))
+        factor = float(resampled + 1) if resampled and resampled == replicates else 1.0
+        units[name] = eq.Units(sums, gid, lag1=lag, batches=len(sums), variance_factor=factor)
     return Side(units=units, n=int(hist.sum()), hist=hist, replicates=replicates, files=list(files))
 
 

@@ -17,7 +17,9 @@ updates were independent draws. Instead:
   ``extra["replicates"]``, one summary per seed) are groups of batches: the variance is the larger of the
   batch jackknife and the delete-one-*replicate* jackknife (between-replicate variance, df = replicates − 1),
   so a run-to-run spread the batches cannot see still widens the interval. Summary-only replicates are
-  one unit each.
+  one unit each. Replicates of a calibrated prediction that each replay a resample of the calibration runs
+  (``extra["replicates_resample_calibration"]``) estimate the spread of the prediction itself, which more
+  replicates do not shrink: their variance is the between-replicate variance × (1 + 1/R), not / R.
 * **Distribution.** The total-variation distance TV = ½ Σ |p_k − q_k| of the two staleness distributions,
   with a hierarchical block bootstrap (replicates, then batches within them, with replacement;
   ``Criteria.bootstrap`` resamples, seeded); the interval is the percentile interval shifted by the
@@ -57,6 +59,9 @@ class Units:
     group: np.ndarray
     lag1: float | None = None
     batches: int = 0
+    #: the variance of the estimate times this: R + 1 for R simulator replicates that each resample the
+    #: calibration runs (their spread is the prediction's own uncertainty, not noise that averages away)
+    variance_factor: float = 1.0
 
     @property
     def n_units(self) -> int:
@@ -127,7 +132,7 @@ def jackknife(units: Units, estimator: Callable[[np.ndarray], float]) -> tuple[f
         var_g = jack([units.sums[units.group == g].sum(axis=0) for g in groups])
         if var_g > var:
             var, df = var_g, len(groups) - 1
-    return est, math.sqrt(var), df
+    return est, math.sqrt(var * units.variance_factor), df
 
 
 @dataclass

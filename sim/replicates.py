@@ -4,7 +4,9 @@ A simulation is cheap, so a prediction is simulated under R seeds (``seed``, ``s
 keeps the first replicate's records and, in ``extra["replicates"]``, one summary per replicate (keys
 ``seed``, ``updates_per_s``, ``cas_failure_fraction`` (None without CAS), ``staleness_mean``,
 ``staleness_var``, ``staleness_hist``); ``leashed compare`` treats them as replicate runs of the predicted
-side (docs/analysis.md).
+side (docs/analysis.md). ``extra["replicates_resample_calibration"]`` is True when each seed replays its
+own resample of several calibration runs (:mod:`leashed.sim.timeline`): the replicates' spread is then
+the prediction's own uncertainty.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from leashed import algorithms
 from leashed.sim.simulate import Simulation, run_simulation
+from leashed.sim.timeline import Timeline
 from leashed.spec import ExperimentSpec
 
 __all__ = ["replicate_summary", "run_replicates"]
@@ -47,4 +50,9 @@ def run_replicates(spec: ExperimentSpec, timing: Any, *, replicates: int = 1, gr
                                progress=progress, metadata=False)
         summaries.append(replicate_summary(other.result))
     first.result.extra["replicates"] = summaries
+    # a calibrated prediction whose seeds replay resamples of several runs (leashed.sim.timeline): the
+    # replicates' spread is the prediction's uncertainty (leashed compare, docs/analysis.md)
+    compute = getattr(timing, "compute", None)
+    first.result.extra["replicates_resample_calibration"] = bool(
+        replicates >= 2 and isinstance(compute, Timeline) and len(compute.runs) > 1)
     return first

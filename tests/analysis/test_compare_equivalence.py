@@ -8,6 +8,7 @@ difference must be flagged ``differ`` in ≥ 90 % of pairs (docs/analysis.md, "V
 import json
 
 import numpy as np
+import pytest
 
 from leashed.analysis import compare as C
 from leashed.analysis import equivalence as E
@@ -125,6 +126,22 @@ def test_simulator_replicates_inside_one_file(tmp_path):
     assert pair.verdict in ("agree", "inconclusive") and pair.verdict != "differ", pair.detail()
     slow = measured(s.replace(seed=51, compute_time="gamma:mean=1.5ms,cv=0.3", update_time="const:75us"))
     assert C.compare_pair(pred, slow).quantities["throughput"].verdict == "differ"
+
+
+def test_replicates_that_resample_the_calibration_runs_keep_their_whole_spread():
+    """Replicates that each replay a resample of the calibration runs estimate the prediction's own
+    spread: its variance is the between-replicate variance × (1 + 1/R), so the standard error of the
+    predicted side is √(R + 1) times that of plain seed replicates (which average their noise away)."""
+    s = spec("leashed", 4, n=1500)
+    plain = _with_replicates(s, [1, 2, 3, 4, 5])
+    resampled = plain.replace(extra={**plain.extra, "replicates_resample_calibration": True})
+    real = measured(s.replace(seed=50))
+    a = C.compare_pair(plain, real).quantities
+    b = C.compare_pair(resampled, real).quantities
+    for name in ("throughput", "cas_failure"):
+        assert b[name].predicted.se == pytest.approx(a[name].predicted.se * np.sqrt(6), rel=1e-9)
+        assert b[name].predicted.df == a[name].predicted.df == 4
+    assert b["throughput"].predicted.value == a["throughput"].predicted.value
 
 
 def test_replicate_files_carry_their_spread():

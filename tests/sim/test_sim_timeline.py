@@ -219,3 +219,14 @@ def test_each_seed_replays_a_bootstrap_resample_of_the_runs():
     assert any(len(s) < 4 for s in used) and any(len(s) == 4 for s in used)
     counts = {r: sum(r in s for s in used) for r in (1, 2, 3, 4)}
     assert all(120 <= c <= 180 for c in counts.values())  # 1 − (3/4)^4 = 68 % of 200 seeds each
+
+
+def test_replicates_of_a_prediction_from_several_runs_say_they_resample_them():
+    from leashed.sim.replicates import run_replicates
+
+    runs = [_regime_run(8, 800), _regime_run(9, 800)]
+    spec = spec_of("leashed", 2, 600, "const:1", "const:1", seed=1)
+    several, _ = calibrate(runs, ["a", "b"], 2, machine_model=False)
+    one, _ = calibrate(runs[:1], ["a"], 2, machine_model=False)
+    assert run_replicates(spec, several, replicates=3).result.extra["replicates_resample_calibration"] is True
+    assert run_replicates(spec, one, replicates=3).result.extra["replicates_resample_calibration"] is False
