@@ -230,3 +230,30 @@ def test_replicates_of_a_prediction_from_several_runs_say_they_resample_them():
     one, _ = calibrate(runs[:1], ["a"], 2, machine_model=False)
     assert run_replicates(spec, several, replicates=3).result.extra["replicates_resample_calibration"] is True
     assert run_replicates(spec, one, replicates=3).result.extra["replicates_resample_calibration"] is False
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_a_replayed_prediction_of_the_calibrating_process_does_not_differ(m):
+    """Calibration runs and target runs from one known process (the simulator, relabelled as runtime
+    runs): the replayed prediction, its replicates resampling the calibration runs, must not read
+    `differ` against held-out runs of that process (a false alarm of the calibrated path)."""
+    from leashed.analysis.compare import compare_pair
+    from leashed.sim.replicates import run_replicates
+
+    def run(seed: int, compute_mean: float = 300e-6):
+        timing = TimingModel(Gamma(compute_mean, 0.2), Constant(20e-6), update_remote=Constant(30e-6))
+        spec = spec_of("leashed", m, 2000, "const:1", "const:1", seed=seed)
+        return run_simulation(spec, timing, metadata=False).result.replace(source="runtime")
+
+    for base in (10, 20):
+        calibration = [run(base + k) for k in range(3)]
+        targets = [run(base + 5 + k) for k in range(3)]
+        predicted_timing, _ = calibrate(calibration, ["a", "b", "c"], m, machine_model=False)
+        spec = spec_of("leashed", m, 2000, "const:1", "const:1", seed=base + 9)
+        predicted = run_replicates(spec, predicted_timing, replicates=5).result
+        assert predicted.extra["replicates_resample_calibration"] is True
+        pair = compare_pair(predicted, targets, calibrated=True)
+        assert pair.verdict != "differ", pair.detail()
+    # and it still sees a machine 1.5x slower than the one it was calibrated on
+    slower = compare_pair(predicted, [run(40 + k, 450e-6) for k in range(3)], calibrated=True)
+    assert slower.quantities["throughput"].verdict == "differ"
