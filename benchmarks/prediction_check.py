@@ -7,7 +7,9 @@
    of one setting differ by up to 25 %) over every setting alike;
 3. for every m, ``leashed simulate --calibrate-from`` (every calibration run) ``--machine machine.json
    --threads m`` (5 seeds), then ``leashed compare`` against the target runs of that m, as replicates;
-5. the control: the same prediction on a deliberately wrong machine (``--cores 16``).
+5. the control: the same prediction on a deliberately wrong machine (``--cores 16``); with
+   ``--pooled-too`` also the prediction whose gradient and attempt times are drawn independently
+   (``--compute-resampling pooled``) instead of replayed on the simulated clock.
 
 Prints one table (predicted and measured throughput, CAS failure fraction, staleness mean, TV and the
 verdicts) and writes it with the files into ``--out``. With ``--busy-core``, a busy loop pinned to core 0
@@ -21,6 +23,7 @@ Usage::
     python benchmarks/prediction_check.py --out /tmp/pc                    # m = 1, 2, 3, 4, 8; ~2 min
     python benchmarks/prediction_check.py --threads 1,2,4,8,16 --epochs 5  # on a many-core machine
     python benchmarks/prediction_check.py --busy-core --out /tmp/pc-busy   # another process loads a core
+    python benchmarks/prediction_check.py --pooled-too --out /tmp/pc       # beside it, independent draws
 """
 
 from __future__ import annotations
