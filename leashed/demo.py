@@ -80,10 +80,14 @@ def _held_out_prediction(runs: Path, calibration: list[Path], machine: Path, arg
     "Calibrated predictions")."""
     suffix = "-loaded" if extra else ""
     path = runs / f"sim-leashed-m{args.threads}{suffix}.npz"
-    sources = [arg for c in calibration for arg in ("--calibrate-from", str(c))]
-    _command(["simulate", *sources, "--machine", str(machine), "--threads", str(args.threads), "--seed",
-              str(args.seed), *extra, "--out", str(path)])
+    _command(["simulate", *_calibrate_from(calibration), "--machine", str(machine), "--threads",
+              str(args.threads), "--seed", str(args.seed), *extra, "--out", str(path)])
     return path
+
+
+def _calibrate_from(paths: list[Path]) -> list[str]:
+    """``--calibrate-from P`` for every calibration run."""
+    return [arg for path in paths for arg in ("--calibrate-from", str(path))]
 
 
 def _loaded_note(result: object, calibration: list[Path], machine: Path, runs: Path, out: Path,
@@ -146,9 +150,8 @@ def _run_steps(args: argparse.Namespace) -> int:
     for m in PREDICT_THREADS:  # the other thread counts may use every run made here
         path = held_out if m == args.threads else runs / f"sim-leashed-m{m}.npz"
         if m != args.threads:
-            sources = [arg for c in [*calibration, measured] for arg in ("--calibrate-from", str(c))]
-            _command(["simulate", *sources, "--machine", str(machine), "--threads", str(m), "--seed",
-                      str(args.seed), "--out", str(path)])
+            _command(["simulate", *_calibrate_from([*calibration, measured]), "--machine", str(machine),
+                      "--threads", str(m), "--seed", str(args.seed), "--out", str(path)])
         predicted.append(path)
 
     print("[3/5] fitting staleness models", flush=True)

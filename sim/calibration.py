@@ -44,11 +44,11 @@ from typing import Any
 import numpy as np
 
 from leashed.errors import SpecError
-from leashed.sim.machine import DEFAULT_TIME_SLICE_S, Machine
+from leashed.sim.machine import DEFAULT_TIME_SLICE_S, Machine, Scheduler
 from leashed.sim.timeline import Timeline, attempt_timelines, compute_timeline
 from leashed.sim.timing import Empirical, Scaled, TimingModel, from_result
 
-__all__ = ["attempt_masks", "attempt_times", "calibrate", "cas_failure_fraction", "recorded_machine"]
+__all__ = ["attempt_masks", "attempt_times", "calibrate", "recorded_machine"]
 
 #: floats a leashed copy handles between two looks at the published word (runtime/_phases.pxd COPY_CHUNK)
 COPY_CHUNK_FLOATS = 4096
@@ -150,11 +150,10 @@ def _profile_value(profile: Any, name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-def cas_failure_fraction(results: Sequence[Any]) -> float:
-    """Failed / all CAS attempts over ``results`` together."""
-    attempts = sum(float(np.asarray(r.updates.attempts).sum()) for r in results)
-    updates = sum(float(np.asarray(r.updates.committed).sum()) for r in results)
-    return (attempts - updates) / attempts if attempts > 0 else 0.0
+def _recorded_loads(results: Sequence[Any]) -> list[float]:
+    """The background load (cores' worth) each run recorded, where it recorded a valid one."""
+    loads = [recorded_machine(r).get("background_load_cores") for r in results]
+    return [float(v) for v in loads if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0]
 
 
 def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, copy_fraction: float = 0.5,
@@ -189,8 +188,18 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
                          bus_contention=bus_contention) for i in group]
     base = parts[0]
     names = ", ".join(sources[i] for i in group)
+    members = [results[i] for i in group]
+    concurrent_group = results[closest].spec.threads > 1
+    given = None  # an explicit read slowdown (machine model only)
+    if machine_model and read_slowdown is not None:
+        given = float(read_slowdown)
+        if not (math.isfinite(given) and given >= 0):
+            raise SpecError(f"read slowdown must be a number >= 0, not {read_slowdown!r}")
     if compute_resampling == "timeline":
-        compute = compute_timeline([results[i] for i in group], names)
+        # a given slowdown: the concurrent runs' compute times hold it where copies overlapped them; take
+        # it out, the simulator adds it back where the simulated copies overlap
+        subtract = [given * read_overlaps(r) for r in members] if concurrent_group and given else None
+        compute = compute_timeline(members, names, subtract=subtract)
     elif compute_resampling == "pooled":
         compute = base.compute if len(parts) == 1 else Empirical(
             np.concatenate([p.compute.samples for p in parts]), f"{names} (compute)")
@@ -244,7 +253,6 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
     if isinstance(timing.compute, Timeline) and results[0].spec.algorithm == "leashed":
         # the attempts replayed on the compute times' block schedule: a machine's speed is the same for
         # its gradients and its copies, and the laws of one run differ from another's
-        members = [results[i] for i in group]
         masks = [attempt_masks(r) for r in members]
         local, far = attempt_timelines(members, timing.compute, [k[0] for k in masks], [k[1] for k in masks])
         if local is not None:
@@ -254,27 +262,20 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
     if not machine_model:
         return timing, Machine()
     if background_load is None:
-        loads = [recorded_machine(r).get("background_load_cores") for r in results]
-        loads = [float(v) for v in loads if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0]
+        loads = _recorded_loads(results)
         background_load = 0.0 if ignore_load or not loads else float(np.mean(loads))
-    concurrent_group = results[closest].spec.threads > 1
-    if read_slowdown is None:
+    slowdown = given
+    if slowdown is None:
         slowdown = 0.0  # a concurrent run's compute times hold it
         if not concurrent_group and concurrency > 1:
             slowdown = max(float(_profile_value(profile, "read_slowdown", 0.0)), 0.0)
-    else:
-        slowdown = float(read_slowdown)
-        if not (math.isfinite(slowdown) and slowdown >= 0):
-            raise SpecError(f"read slowdown must be a number >= 0, not {read_slowdown!r}")
     concurrent = tuple(float(v) for v in (_profile_value(profile, "copy_concurrent_s", ()) or ()))
     # the core share the compute times' own runs had (their recorded load, their concurrency)
     calibrated_share = 1.0
-    if cores:
-        own = [recorded_machine(results[i]).get("background_load_cores") for i in group]
-        own = [float(v) for v in own if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0]
-        if own:
-            c = min(int(results[closest].spec.threads), cores)
-            calibrated_share = min(1.0, max(cores - float(np.mean(own)), 0.1 * cores) / c)
+    own = _recorded_loads(members)
+    if cores and own:
+        calibrated_share = Scheduler.thread_share(min(int(results[closest].spec.threads), cores), cores,
+                                                  float(np.mean(own)))
     machine = Machine(cores=cores, time_slice_s=float(_profile_value(profile, "time_slice_s",
                                                                      DEFAULT_TIME_SLICE_S)),
                       background_load=float(background_load), read_slowdown=slowdown,
@@ -282,10 +283,4 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
                       calibrated_concurrency=max(1, min(max(r.spec.threads for r in results), cores or 1)),
                       calibrated_share=calibrated_share,
                       notes={"machine_file": _profile_value(profile, "source", None) if profile else None})
-    if concurrent_group and slowdown > 0 and isinstance(timing.compute, Timeline):
-        # a given slowdown: the concurrent runs' compute times hold it where copies overlapped them;
-        # take it out, the simulator adds it back where the simulated copies overlap
-        members = [results[i] for i in group]
-        timing = replace(timing, compute=compute_timeline(
-            members, timing.compute.source, subtract=[slowdown * read_overlaps(r) for r in members]))
     return timing, machine

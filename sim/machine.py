@@ -151,9 +151,14 @@ class Scheduler:
         when every thread has a core to itself. The others never leave less than a tenth of the cores.
         ``calibrated_share``: the share the measured times already hold (:class:`Machine`); the threads
         get min(1, (P − L)/m) / calibrated_share."""
-        available = max(cores - background_load, 0.1 * cores)
-        share = min(1.0, available / m) / calibrated_share
+        share = cls.thread_share(m, cores, background_load) / calibrated_share
         return None if share >= 1.0 else cls(m, share, time_slice_s)
+
+    @staticmethod
+    def thread_share(m: int, cores: int, background_load: float = 0.0) -> float:
+        """The share of a core each of m busy threads gets on ``cores`` cores of which others take
+        ``background_load``: min(1, (P − L)/m), the others never leaving less than a tenth of P."""
+        return min(1.0, max(cores - background_load, 0.1 * cores) / m)
 
     def _runs_before(self, j: int, s: int) -> int:
         """N_j(s): running slots of thread j among slots 0 .. s − 1."""
@@ -163,9 +168,12 @@ class Scheduler:
         """The slot of thread j's k-th running slot (k = 0, 1, ...)."""
         return int(math.ceil((k + 1 - self.phase[j] - self._EPS) / self.share)) - 1
 
-    def running(self, j: int, t: float) -> bool:
-        s = int(t // self.q)
+    def _in_slot(self, j: int, s: int) -> bool:
+        """Whether thread j runs in slot s."""
         return self._runs_before(j, s + 1) > self._runs_before(j, s)
+
+    def running(self, j: int, t: float) -> bool:
+        return self._in_slot(j, int(t // self.q))
 
     def cpu(self, j: int, t: float) -> float:
         """CPU seconds thread j has had by wall time t."""
@@ -194,8 +202,7 @@ class Scheduler:
         total = 0.0
         s = int(start // q)
         while s * q < end:
-            if self._runs_before(i, s + 1) > self._runs_before(i, s) and \
-                    self._runs_before(j, s + 1) > self._runs_before(j, s):
+            if self._in_slot(i, s) and self._in_slot(j, s):
                 total += min(end, (s + 1) * q) - max(start, s * q)
             s += 1
         return max(total, 0.0)

@@ -153,21 +153,30 @@ def _thread_draws(timeline: Timeline, schedule: _Schedule, j: int, clock: Callab
         yield durations[i % len(durations)]
 
 
+def _by_thread(log: Any, instants: np.ndarray, durations: np.ndarray, mask: np.ndarray | None = None) \
+        -> list[tuple[np.ndarray, np.ndarray]]:
+    """(instants, durations) of each thread of an update log that has any under ``mask``."""
+    thread = np.asarray(log.thread, dtype=np.int64)
+    out = []
+    for j in np.unique(thread):
+        mine = thread == j if mask is None else mask & (thread == j)
+        if np.any(mine):
+            out.append((instants[mine], durations[mine]))
+    return out
+
+
 def attempt_timelines(results: Sequence[Any], frame: Timeline, local: Sequence[np.ndarray],
                       remote: Sequence[np.ndarray]) -> tuple[Timeline | None, Timeline | None]:
     """Leashed: the completed attempts of ``results`` (t_attempt, t_commit − t_attempt per thread), the
-    local and the remote ones (masks per run, :func:`leashed.sim.calibration.attempt_times`), replayed
+    local and the remote ones (masks per run, :func:`leashed.sim.calibration.attempt_masks`), replayed
     on ``frame``'s block schedule; None for a kind no run has."""
     out: list[Timeline | None] = []
     for masks, kind in ((local, "local"), (remote, "remote")):
         runs = []
         for result, mask in zip(results, masks, strict=True):
-            log = result.updates
-            thread = np.asarray(log.thread, dtype=np.int64)
-            at = np.asarray(log.t_attempt, dtype=np.float64)
-            took = np.asarray(log.t_commit, dtype=np.float64) - at
-            runs.append([(at[mask & (thread == j)], took[mask & (thread == j)]) for j in np.unique(thread)
-                         if np.any(mask & (thread == j))])
+            at = np.asarray(result.updates.t_attempt, dtype=np.float64)
+            took = np.asarray(result.updates.t_commit, dtype=np.float64) - at
+            runs.append(_by_thread(result.updates, at, took, mask))
         if any(len(r) == 0 for r in runs):
             out.append(None)
             continue
@@ -179,16 +188,14 @@ def compute_timeline(results: Sequence[Any], source: str, block_s: float = DEFAU
                      subtract: Sequence[np.ndarray] | None = None) -> Timeline:
     """The :class:`Timeline` of runtime results files: per run and thread, t_start and t_grad − t_start
     of every recorded gradient (dropped ones included: their gradient was computed), less ``subtract``
-    (per run, seconds per update; the part of a gradient's time the simulator adds itself, e.g. the read
-    slowdown, :func:`leashed.sim.calibration.fit_read_slowdown`), never below 0."""
+    (per run, seconds per update; the part of a gradient's time the simulator adds itself: a given read
+    slowdown, :func:`leashed.sim.calibration.calibrate`), never below 0."""
     runs = []
     for n, result in enumerate(results):
         log = result.updates
-        thread = np.asarray(log.thread, dtype=np.int64)
         starts = np.asarray(log.t_start, dtype=np.float64)
         durations = np.asarray(log.t_grad, dtype=np.float64) - starts
         if subtract is not None:
             durations = durations - np.asarray(subtract[n], dtype=np.float64)
-        durations = np.maximum(durations, 0.0)
-        runs.append([(starts[thread == j], durations[thread == j]) for j in np.unique(thread)])
+        runs.append(_by_thread(log, starts, np.maximum(durations, 0.0)))
     return Timeline(runs, source, block_s)

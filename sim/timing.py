@@ -510,11 +510,11 @@ def worker_streams(timing: TimingModel, seed: int, m: int, clock: Callable[[], f
     out = []
     computes = _joint(timing.compute, seed, m, clock)
     updates = _joint(timing.update, seed, m, clock)
+    rng = np.random.default_rng
     for j, child in enumerate(np.random.SeedSequence(seed).spawn(m)):
         c_seq, u_seq = child.spawn(2)
-        c_rng, u_rng = np.random.default_rng(c_seq), np.random.default_rng(u_seq)
-        c_stream = computes[j] if computes is not None else timing.compute.stream(c_rng)
-        u_stream = updates[j] if updates is not None else timing.update.stream(u_rng)
+        c_stream = computes[j] if computes is not None else timing.compute.stream(rng(c_seq))
+        u_stream = updates[j] if updates is not None else timing.update.stream(rng(u_seq))
         out.append((c_stream, u_stream))
     return out
 
