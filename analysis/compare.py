@@ -31,7 +31,10 @@ inside the tolerance, ``differ`` if it lies entirely outside, ``inconclusive`` o
   docs/analysis.md);
 * mean staleness: |Δ| ≤ 0.10 · max(measured mean, 1) (``mean_tol``); reported as ``identity`` and not
   judged where E τ = m − 1 holds by construction on both sides (hogwild; leashed with T_p = ∞; T1);
-* dispersion: |Δ D| ≤ 0.15 · max(measured D, 1) (``dispersion_tol``).
+* dispersion: |Δ D| ≤ 0.15 · max(measured D, 1) (``dispersion_tol``); ``identity`` at one thread, where
+  every τ is 0 (as is the mean); ``inconclusive`` where either side's Var τ rests on fewer than
+  ``min_effective`` (30) updates' worth of squared deviations (:func:`effective_tail_count`): a few long
+  stalls decide it, and no interval from those runs can say how much the next runs' stalls differ.
 
 A pair's verdict is ``differ`` if any quantity differs, ``agree`` if all judged ones agree, else
 ``inconclusive``; the same rule combines the pairs. The chi-square homogeneity test of the pooled counts
@@ -76,6 +79,9 @@ class Criteria:
     dispersion_tol: float = 0.15
     #: significance level of the (information-only) chi-square homogeneity test
     alpha: float = 0.01
+    #: the dispersion is judged only where each side's Var τ rests on at least this many updates' worth
+    #: of squared deviations (:func:`effective_tail_count`); below, a few long stalls decide it
+    min_effective: float = 30.0
     batches: int = 30
     min_batches: int = 10
     min_batch: int = 20
@@ -92,7 +98,7 @@ class Criteria:
                 f"CAS failure fraction ±max({self.cas_tol:g}, {self.cas_rel_tol:.0%} of measured); "
                 f"staleness TV ≤ {self.tv_tol:g}; mean staleness ±{self.mean_tol:.0%}·max(measured, 1) "
                 f"(identity where E τ = m − 1 by construction); dispersion ±{self.dispersion_tol:.0%}"
-                f"·max(measured, 1).")
+                f"·max(measured, 1), judged where Var τ rests on ≥ {self.min_effective:g} updates.")
 
 
 class HomogeneityResult(NamedTuple):
@@ -122,6 +128,24 @@ def total_variation(a: Any, b: Any) -> float:
     if a.sum() == 0 or b.sum() == 0:
         return math.nan
     return float(0.5 * np.abs(a / a.sum() - b / b.sum()).sum())
+
+
+def effective_tail_count(hist: Any) -> float:
+    """How many updates Var τ rests on: n_eff = (Σ w)² / Σ w² over the updates, w = (τ − E τ)².
+
+    A staleness distribution whose variance comes from a few long stalls (a thread off its core for
+    milliseconds while the others commit) has n_eff near the number of stalls, however long the run:
+    then neither batch means nor replicates of that run can see how much the next run's stalls will
+    differ (on the 2-core VM one run's dispersion at m = 2 ranged from 0.07 to 7.8 across 20 runs).
+    Infinite for a distribution with no spread."""
+    h = _counts(hist)
+    n = h.sum()
+    if n <= 0:
+        return 0.0
+    k = np.arange(len(h), dtype=np.float64)
+    w = (k - (h * k).sum() / n) ** 2
+    total, squares = float((h * w).sum()), float((h * w * w).sum())
+    return math.inf if squares <= 0 else total * total / squares
 
 
 def homogeneity_test(a: Any, b: Any, min_expected: float = 5.0) -> HomogeneityResult:
@@ -231,11 +255,16 @@ def _batches_of(result: Any, c: Criteria) -> dict[str, tuple[np.ndarray, float]]
 
 
 def _replicate_rows(rep: dict[str, Any]) -> dict[str, np.ndarray]:
-    """One unit per quantity from a simulator replicate summary (each replicate weighs the same)."""
+    """One unit per quantity from a simulator replicate summary (each replicate weighs the same).
+
+    Throughput is one commit per 1/X seconds, so that replicates pool as total commits over total time
+    (the harmonic mean of their X), as a measured side's runs of equal length do. Pooling the X
+    themselves (their arithmetic mean) would read a prediction whose replicates differ in speed by ±20 %
+    as about 4 % faster than measured runs that differ as much."""
     rows: dict[str, np.ndarray] = {}
     x = rep.get("updates_per_s")
     if x is not None and x > 0:
-        rows["throughput"] = np.array([float(x), 1.0])
+        rows["throughput"] = np.array([1.0, 1.0 / float(x)])
     p = rep.get("cas_failure_fraction")
     if p is not None:
         rows["cas_failure"] = np.array([float(p), 1.0])
@@ -301,6 +330,25 @@ def build_side(results: Sequence[Any], files: Sequence[str], c: Criteria) -> Sid
     return Side(units=units, n=int(hist.sum()), hist=hist, replicates=replicates, files=list(files))
 
 
+def paired_units(results: Sequence[Any], c: Criteria) -> dict[str, eq.Units]:
+    """Per-file units for a paired comparison: one unit per file (its totals) for the additive quantities,
+    and every file's histogram rows as group k for the staleness distribution. A quantity that some file
+    cannot estimate is left out (judged inconclusive)."""
+    sides = [build_side([r], [], c) for r in results]
+    out: dict[str, eq.Units] = {}
+    for key in ("throughput", "cas_failure", "staleness"):
+        if all(key in s.units for s in sides):
+            totals = np.stack([s.units[key].sums.sum(axis=0) for s in sides])
+            out[key] = eq.Units(totals, np.arange(len(sides)), batches=len(sides))
+    if all("hist" in s.units for s in sides):
+        blocks = [s.units["hist"].sums for s in sides]
+        width = max(b.shape[1] for b in blocks)
+        rows = np.concatenate([np.pad(b, ((0, 0), (0, width - b.shape[1]))) for b in blocks])
+        gid = np.concatenate([np.full(len(b), k) for k, b in enumerate(blocks)])
+        out["hist"] = eq.Units(rows, gid, batches=len(rows))
+    return out
+
+
 def _pad_add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     size = max(len(a), len(b))
     return np.pad(a, (0, size - len(a))) + np.pad(b, (0, size - len(b)))
@@ -358,10 +406,19 @@ def _exp(e: eq.Estimate) -> eq.Estimate:
     return eq.Estimate(f(e.value), e.se, e.df, f(e.low), f(e.high))
 
 
-def _quantity(name: str, pred: Side, meas: Side, c: Criteria, *, judged: str | None = None) -> Quantity:
+Pairs = tuple[dict[str, eq.Units], dict[str, eq.Units]]
+
+
+def _quantity(name: str, pred: Side, meas: Side, c: Criteria, *, judged: str | None = None,
+              pairs: Pairs | None = None) -> Quantity:
     key = "staleness" if name in ("staleness_mean", "dispersion") else name
     a, b = _estimate(pred, name, key, c), _estimate(meas, name, key, c)
-    diff = eq.difference(a, b, c.confidence)
+    if pairs is None:
+        diff = eq.difference(a, b, c.confidence)
+    elif key in pairs[0] and key in pairs[1]:
+        diff = eq.paired_difference(pairs[0][key], pairs[1][key], ESTIMATORS[name], c.confidence)
+    else:
+        diff = eq.Estimate(None, math.inf, 0, None, None)
     units = tuple(s.units[key].batches if key in s.units else 0 for s in (pred, meas))
     lags = tuple(s.units[key].lag1 if key in s.units else None for s in (pred, meas))
     scale = "difference"
@@ -378,30 +435,32 @@ def _quantity(name: str, pred: Side, meas: Side, c: Criteria, *, judged: str | N
         half = c.dispersion_tol * max(b.value or 0.0, 1.0)
         tol = (-half, half)
     verdict = judged or eq.equivalence(diff.low, diff.high, *tol)
-    note = ""
+    note = f"over {len(pairs[0][key].sums)} pairs" if pairs and key in pairs[0] else ""
     if diff.low is None and judged is None:
         note = (f"too few updates for an interval (at least {c.min_batches} batches of {c.min_batch} "
-                f"per side, or 2 replicates)")
+                f"per side, or 2 replicates{', in every file of a pair' if pairs else ''})")
     return Quantity(name, a, b, diff, tol, verdict, scale, note, units, lags)
 
 
-def _tv_quantity(pred: Side, meas: Side, c: Criteria) -> Quantity:
-    a, b = pred.units.get("hist"), meas.units.get("hist")
+def _tv_quantity(pred: Side, meas: Side, c: Criteria, pairs: Pairs | None = None) -> Quantity:
+    a, b = (pred.units.get("hist"), meas.units.get("hist")) if pairs is None else \
+        (pairs[0].get("hist"), pairs[1].get("hist"))
     raw = total_variation(pred.hist, meas.hist)
     none = eq.Estimate(None, math.inf, 0, None, None)
     if a is None or b is None:
         value = None if not math.isfinite(raw) else raw
         return Quantity("staleness_tv", none, none, eq.Estimate(value, math.inf, 0, None, None),
                         (0.0, c.tv_tol), eq.INCONCLUSIVE, "distance", "too few updates for an interval")
-    tv = eq.tv_bootstrap(a, b, confidence=c.confidence, reps=c.bootstrap)
+    tv = eq.tv_bootstrap(a, b, confidence=c.confidence, reps=c.bootstrap, paired=pairs is not None)
     verdict = eq.INCONCLUSIVE
     if tv.high is not None and tv.high <= c.tv_tol:
         verdict = eq.AGREE
     elif tv.low is not None and tv.low > c.tv_tol:
         verdict = eq.DIFFER
     est = eq.Estimate(tv.value, math.inf, 0, tv.low, tv.high)
+    paired = f", over {a.n_groups} pairs" if pairs is not None else ""
     return Quantity("staleness_tv", none, none, est, (0.0, c.tv_tol), verdict, "distance",
-                    f"raw TV {raw:.4g}, bootstrap bias {tv.extra.get('bias', 0.0):.3g}",
+                    f"raw TV {raw:.4g}, bootstrap bias {tv.extra.get('bias', 0.0):.3g}{paired}",
                     (a.batches, b.batches), (a.lag1, b.lag1))
 
 
@@ -424,6 +483,8 @@ class PairComparison:
     test: HomogeneityResult
     calibrated: bool
     criteria: Criteria = field(default_factory=Criteria)
+    #: number of prediction/measurement pairs the differences were judged over; 0 = independent sides
+    paired: int = 0
 
     def _values(self, name: str) -> tuple[float | None, float | None]:
         q = self.quantities.get(name)
@@ -487,7 +548,7 @@ class PairComparison:
             "replicates": {"predicted": self.replicates[0], "measured": self.replicates[1]},
             "n": {"predicted": self.n[0], "measured": self.n[1]},
             "staleness_hist": {"predicted": self.hist_predicted, "measured": self.hist_measured},
-            "calibrated": self.calibrated,
+            "calibrated": self.calibrated, "paired": self.paired,
             "quantities": {name: q.to_dict() for name, q in self.quantities.items()},
             "homogeneity_test": {"name": "chi-square homogeneity, pooled bins (expected >= 5); information "
                                          "only: assumes independent samples",
@@ -499,29 +560,47 @@ class PairComparison:
 
 def compare_pair(predicted: Any | Sequence[Any], measured: Any | Sequence[Any], *,
                  criteria: Criteria | None = None, calibrated: bool | None = None,
-                 files: tuple[Any, Any] = (None, None)) -> PairComparison:
+                 files: tuple[Any, Any] = (None, None), paired: bool = False) -> PairComparison:
     """Compare the predicted and measured results of one setting (module docstring).
 
     Either side may be one RunResult or a list of replicates; ``files`` names them (a name or a list).
+    ``paired``: ``predicted[k]`` was made together with ``measured[k]`` (same length, at least 2), and the
+    differences are judged over the pairs (:func:`.equivalence.paired_difference`).
     """
     c = criteria or Criteria()
     preds = list(predicted) if isinstance(predicted, (list, tuple)) else [predicted]
     meas = list(measured) if isinstance(measured, (list, tuple)) else [measured]
     names = [f if isinstance(f, (list, tuple)) else ([] if f is None else [f]) for f in files]
     p_side, m_side = build_side(preds, names[0], c), build_side(meas, names[1], c)
+    pairs: Pairs | None = None
+    if paired:
+        if len(preds) != len(meas) or len(preds) < 2:
+            raise LeashedError(f"--paired needs as many predictions as measured runs of a setting, at "
+                               f"least 2 of each; {preds[0].spec.label()} has {len(preds)} predicted and "
+                               f"{len(meas)} measured")
+        pairs = (paired_units(preds, c), paired_units(meas, c))
     if calibrated is None:
         calibrated = all(is_calibrated(r) for r in preds if r.source == "sim")
     first = meas[0]
     alg = algorithm_entry(first.spec.algorithm)
-    quantities = {"throughput": _quantity("throughput", p_side, m_side, c,
+    quantities = {"throughput": _quantity("throughput", p_side, m_side, c, pairs=pairs,
                                           judged=None if calibrated else eq.NOT_JUDGED)}
     if alg.has_cas:
-        quantities["cas_failure"] = _quantity("cas_failure", p_side, m_side, c)
-    identity = alg.identity_holds(first.spec.persistence)
-    quantities["staleness_mean"] = _quantity("staleness_mean", p_side, m_side, c,
+        quantities["cas_failure"] = _quantity("cas_failure", p_side, m_side, c, pairs=pairs)
+    one_thread = first.spec.threads == 1  # τ ≡ 0: nothing else commits between a read and its commit
+    identity = alg.identity_holds(first.spec.persistence) or one_thread
+    quantities["staleness_mean"] = _quantity("staleness_mean", p_side, m_side, c, pairs=pairs,
                                              judged=eq.IDENTITY if identity else None)
-    quantities["dispersion"] = _quantity("dispersion", p_side, m_side, c)
-    quantities["staleness_tv"] = _tv_quantity(p_side, m_side, c)
+    quantities["dispersion"] = _quantity("dispersion", p_side, m_side, c, pairs=pairs,
+                                         judged=eq.IDENTITY if one_thread else None)
+    dispersion = quantities["dispersion"]
+    if dispersion.verdict in (eq.AGREE, eq.DIFFER, eq.INCONCLUSIVE):
+        n_eff = min(effective_tail_count(p_side.hist), effective_tail_count(m_side.hist))
+        if n_eff < c.min_effective:
+            dispersion.verdict = eq.INCONCLUSIVE
+            dispersion.note = (f"not judged: Var τ rests on {n_eff:.0f} updates' worth of squared deviations "
+                               f"(< {c.min_effective:g}), a few long stalls; give more or longer runs")
+    quantities["staleness_tv"] = _tv_quantity(p_side, m_side, c, pairs)
     if p_side.n == 0 or m_side.n == 0:
         for q in quantities.values():
             if q.verdict not in (eq.IDENTITY, eq.NOT_JUDGED):
@@ -532,7 +611,8 @@ def compare_pair(predicted: Any | Sequence[Any], measured: Any | Sequence[Any], 
         label=first.spec.label(), algorithm=key[0], threads=key[1], persistence=key[2], key=key,
         predicted_files=names[0], measured_files=names[1], replicates=(p_side.replicates, m_side.replicates),
         hist_predicted=[int(v) for v in hp], hist_measured=[int(v) for v in hm], n=(p_side.n, m_side.n),
-        quantities=quantities, test=homogeneity_test(hp, hm), calibrated=bool(calibrated), criteria=c)
+        quantities=quantities, test=homogeneity_test(hp, hm), calibrated=bool(calibrated), criteria=c,
+        paired=len(preds) if paired else 0)
 
 
 # ---------------------------------------------------------------------------------------------- all pairs
@@ -585,8 +665,11 @@ def _f(x: float | None, digits: int = 3) -> str:
 
 
 def compare_results(results: Sequence[Any], files: Sequence[str | None] | None = None, *,
-                    criteria: Criteria | None = None, calibrated: bool | None = None) -> Comparison:
-    """Pair simulator with runtime results by :func:`pair_key` and compare every pair (replicates pooled)."""
+                    criteria: Criteria | None = None, calibrated: bool | None = None,
+                    paired: bool = False) -> Comparison:
+    """Pair simulator with runtime results by :func:`pair_key` and compare every pair (replicates pooled;
+    with ``paired``, the k-th simulator and the k-th runtime result of a key, in the given order, are a
+    pair: :func:`compare_pair`)."""
     files = list(files) if files is not None else [None] * len(results)
     names = [str(f) if f is not None else f"#{i}" for i, f in enumerate(files)]
     sims: dict[tuple[str, int, str, str, str], list[int]] = {}
@@ -605,7 +688,7 @@ def compare_results(results: Sequence[Any], files: Sequence[str | None] | None =
     for key in sorted(both):
         i, j = sims[key], runs[key]
         pairs.append(compare_pair([results[k] for k in i], [results[k] for k in j], criteria=criteria,
-                                  calibrated=calibrated,
+                                  calibrated=calibrated, paired=paired,
                                   files=([names[k] for k in i], [names[k] for k in j])))
     unpaired = [f"{results[i].source} {results[i].spec.label()} ({names[i]})"
                 for table in (sims, runs) for key, idx in table.items() if key not in both for i in idx]

@@ -2,8 +2,9 @@
 
 Files may come in any order: simulator results (source ``sim``) are the predictions, runtime results the
 measurements; they pair by algorithm, threads, T_p, sparsifier and step policy, and several files of one
-setting on one side are replicates. Prints a table and an equivalence verdict (agree / differ /
-inconclusive) per quantity, per pair and overall; ``--out`` writes ``comparison.json`` (format
+setting on one side are replicates (with ``--paired``, the k-th prediction and the k-th measured run of a
+setting are a pair, :func:`.compare.compare_pair`). Prints a table and an equivalence verdict (agree /
+differ / inconclusive) per quantity, per pair and overall; ``--out`` writes ``comparison.json`` (format
 ``leashed-comparison`` version 2) and the figures into DIR, built in a temporary folder and renamed into
 place. Exit status 0, or with ``--strict`` 1 unless the overall verdict is ``agree``.
 """
@@ -23,10 +24,15 @@ replicates: several files of one setting on one side, or a simulation's per-seed
 interval of the difference predicted - measured decides: agree if it lies inside the tolerance, differ if
 entirely outside, inconclusive otherwise (two one-sided tests; --confidence 0.9 = two 5% tests).
 Tolerances: throughput ratio predicted/measured in [1/1.1, 1.1] (only for a calibrated simulation);
-CAS failure fraction +-max(0.03, 30% of measured) (algorithms with CAS); staleness TV <= 0.25, the band
+CAS failure fraction +-max(0.03, 30% of measured) (algorithms with CAS); staleness TV <= 0.16, the band
 repeated real runs of one setting show (docs/analysis.md); mean staleness +-10% of max(measured, 1),
 reported as 'identity' where E tau = m - 1 by construction (hogwild, leashed Tp=inf); dispersion
-+-15% of max(measured, 1). Overall: differ if any differs, agree if all agree, else inconclusive.
++-15% of max(measured, 1), judged only where each side's Var tau rests on >= 30 updates' worth of
+squared deviations (--min-effective; below that a few long stalls decide it). Overall: differ if any
+differs, agree if all agree, else inconclusive.
+--paired: the k-th prediction and the k-th measured run of a setting (in the order given) are a pair;
+the intervals of the differences are the delete-one-pair jackknife (df = pairs - 1), so drift the members
+of a pair share cancels.
 """
 
 
@@ -52,11 +58,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mean staleness tolerance relative to max(measured, 1) (default %(default)s)")
     parser.add_argument("--dispersion-tol", type=float, default=d.dispersion_tol,
                         help="dispersion tolerance relative to max(measured, 1) (default %(default)s)")
+    parser.add_argument("--min-effective", type=float, default=d.min_effective,
+                        help="judge the dispersion only where each side's Var tau rests on at least this "
+                             "many updates' worth of squared deviations (default %(default)s)")
     parser.add_argument("--alpha", type=float, default=d.alpha,
                         help="level of the chi-square homogeneity test, information only "
                              "(default %(default)s)")
     parser.add_argument("--calibrated", action="store_true",
                         help="judge throughput even if the simulator result does not say it was calibrated")
+    parser.add_argument("--paired", action="store_true",
+                        help="the k-th prediction and the k-th measured run of a setting, in the order "
+                             "given, were made together (e.g. calibrated from runs made just before it): "
+                             "judge the differences over these pairs, so the machine's drift between "
+                             "pairs cancels")
     parser.add_argument("--format", choices=("png", "svg"), default="png", help="figure format")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 unless the overall verdict is agree")
@@ -65,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     below_one = ("alpha", "tv_tol", "confidence", "cas_tol", "cas_rel_tol")
     for name in ("confidence", "throughput_tol", "cas_tol", "cas_rel_tol", "tv_tol", "mean_tol",
-                 "dispersion_tol", "alpha"):
+                 "dispersion_tol", "alpha", "min_effective"):
         value = getattr(args, name)
         if not value > 0 or (name in below_one and value >= 1):
             raise LeashedError(f"--{name.replace('_', '-')} must be positive"
@@ -75,9 +89,10 @@ def run(args: argparse.Namespace) -> int:
     results = [RunResult.load(path) for path in args.results]
     criteria = compare.Criteria(confidence=args.confidence, throughput_tol=args.throughput_tol,
                                 cas_tol=args.cas_tol, cas_rel_tol=args.cas_rel_tol, tv_tol=args.tv_tol,
-                                mean_tol=args.mean_tol, dispersion_tol=args.dispersion_tol, alpha=args.alpha)
+                                mean_tol=args.mean_tol, dispersion_tol=args.dispersion_tol, alpha=args.alpha,
+                                min_effective=args.min_effective)
     result = compare.compare_results(results, [str(p) for p in args.results], criteria=criteria,
-                                     calibrated=True if args.calibrated else None)
+                                     calibrated=True if args.calibrated else None, paired=args.paired)
     print(result.table())
     if args.out:
         with atomic_directory(args.out) as tmp:

@@ -62,9 +62,13 @@ def text_table(comparison: Any) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     c = comparison.criteria
     lines.append(f"(predicted/measured; X ratio = predicted/measured throughput; [CI] = {c.confidence:.0%} "
-                 f"interval; ok = agree, DIFFER, ? = inconclusive, id = identity E τ = m − 1, * = simulator "
-                 f"not calibrated: throughput not judged)")
+                 f"interval; ok = agree, DIFFER, ? = inconclusive, id = identity (E τ = m − 1, or τ ≡ 0 at "
+                 f"m = 1), * = simulator not calibrated: throughput not judged)")
     lines.append(c.describe())
+    paired = [p for p in comparison.pairs if p.paired]
+    if paired:
+        lines.append("paired (intervals of the differences over prediction/measurement pairs): "
+                     + ", ".join(f"{p.label} {p.paired} pairs" for p in paired))
     for p in comparison.pairs:
         if p.verdict != eq.AGREE:
             lines.append(f"{p.label}: {p.detail()}")

@@ -20,6 +20,13 @@ updates were independent draws. Instead:
   one unit each. Replicates of a calibrated prediction that each replay a resample of the calibration runs
   (``extra["replicates_resample_calibration"]``) estimate the spread of the prediction itself, which more
   replicates do not shrink: their variance is the between-replicate variance × (1 + 1/R), not / R.
+* **Pairs.** With ``paired`` (``leashed compare --paired``), the k-th prediction and the k-th
+  measurement of a setting were made together (a prediction calibrated from runs made just before or
+  beside its measured run). Differences are then judged over pairs: the delete-one-pair jackknife of the
+  difference (:func:`paired_difference`, df = pairs − 1) and, for the TV, a bootstrap that draws the same
+  pairs on both sides. What a pair's members share, the machine's speed at the time, drops out; what is
+  left is how far a prediction from that time's calibration misses that time's run. The pairs are
+  assumed independent of each other.
 * **Distribution.** The total-variation distance TV = ½ Σ |p_k − q_k| of the two staleness distributions,
   with a hierarchical block bootstrap (replicates, then batches within them, with replacement;
   ``Criteria.bootstrap`` resamples, seeded); the interval is the percentile interval shifted by the
@@ -178,6 +185,30 @@ def difference(a: Estimate, b: Estimate, confidence: float) -> Estimate:
     return Estimate.make(a.value - b.value, se, welch_df(a.se, a.df, b.se, b.df), confidence)
 
 
+def paired_difference(a: Units, b: Units, estimator: Callable[[np.ndarray], float],
+                      confidence: float) -> Estimate:
+    """The ``confidence`` interval of ``estimator(Σ a) − estimator(Σ b)`` over *paired* units.
+
+    ``a.sums[i]`` and ``b.sums[i]`` are the totals of pair i (a prediction and the measured run it was made
+    beside, e.g. calibrated from runs made just before it). Delete-one-*pair* jackknife: removing pair i
+    from both sides at once keeps what the two members share (the machine's state at that time) out of the
+    variance, which is then that of the paired differences; Student t with (pairs − 1) degrees of freedom.
+    """
+    n = len(a.sums)
+    if n != len(b.sums):
+        raise ValueError(f"paired units need as many pairs on each side, not {n} and {len(b.sums)}")
+    ta, tb = a.sums.sum(axis=0), b.sums.sum(axis=0)
+    est = float(estimator(ta)) - float(estimator(tb))
+    if n < 2 or not math.isfinite(est):
+        return Estimate(est if math.isfinite(est) else None, math.inf, 0, None, None)
+    vals = np.array([float(estimator(ta - pa)) - float(estimator(tb - pb))
+                     for pa, pb in zip(a.sums, b.sums, strict=True)])
+    if not np.all(np.isfinite(vals)):
+        return Estimate(est, math.inf, 0, None, None)
+    var = float((n - 1) / n * ((vals - vals.mean()) ** 2).sum())
+    return Estimate.make(est, math.sqrt(var), n - 1, confidence)
+
+
 def equivalence(low: float | None, high: float | None, tol_low: float, tol_high: float) -> str:
     """``agree`` if [low, high] ⊂ [tol_low, tol_high], ``differ`` if disjoint, else ``inconclusive``."""
     if low is None or high is None:
@@ -206,12 +237,15 @@ def _tv(a: np.ndarray, b: np.ndarray) -> float:
     return float(0.5 * np.abs(a / sa - b / sb).sum())
 
 
-def _resample(units: Units, rng: np.random.Generator, reps: int) -> np.ndarray:
-    """``reps`` hierarchical bootstrap totals (groups, then units within each group) of ``units.sums``."""
+def _resample(units: Units, rng: np.random.Generator, reps: int,
+              draws: np.ndarray | None = None) -> np.ndarray:
+    """``reps`` hierarchical bootstrap totals (groups, then units within each group) of ``units.sums``;
+    ``draws[r]``, if given, are the groups of resample r (shared with the other side of a paired design)."""
     groups = [units.sums[units.group == g] for g in np.unique(units.group)]
     out = np.zeros((reps, units.sums.shape[1]))
     for r in range(reps):
-        for gi in rng.integers(0, len(groups), len(groups)):
+        chosen = draws[r] if draws is not None else rng.integers(0, len(groups), len(groups))
+        for gi in chosen:
             g = groups[gi]
             out[r] += g[rng.integers(0, len(g), len(g))].sum(axis=0)
     return out
@@ -234,8 +268,12 @@ class TVEstimate:
 
 
 def tv_bootstrap(a: Units, b: Units, *, confidence: float, reps: int, seed: int = 0,
-                 min_units: int = 2) -> TVEstimate:
-    """TV of the pooled histograms of two sides with its bias-shifted percentile bootstrap interval."""
+                 min_units: int = 2, paired: bool = False) -> TVEstimate:
+    """TV of the pooled histograms of two sides with its bias-shifted percentile bootstrap interval.
+
+    ``paired``: group g of ``a`` and group g of ``b`` are one pair (:func:`paired_difference`); each
+    resample draws pairs, the same ones on both sides, then units within each member.
+    """
     width = max(a.sums.shape[1], b.sums.shape[1])
     pa = np.pad(a.sums, ((0, 0), (0, width - a.sums.shape[1])))
     pb = np.pad(b.sums, ((0, 0), (0, width - b.sums.shape[1])))
@@ -243,8 +281,14 @@ def tv_bootstrap(a: Units, b: Units, *, confidence: float, reps: int, seed: int 
     if not math.isfinite(raw) or a.n_units < min_units or b.n_units < min_units:
         return TVEstimate(raw, None if not math.isfinite(raw) else raw, None, None)
     rng = np.random.default_rng(seed)
-    ta = _resample(Units(pa, a.group), rng, reps)
-    tb = _resample(Units(pb, b.group), rng, reps)
+    draws = None
+    if paired:
+        n = a.n_groups
+        if n != b.n_groups:
+            raise ValueError(f"paired units need as many pairs on each side, not {n} and {b.n_groups}")
+        draws = rng.integers(0, n, (reps, n))
+    ta = _resample(Units(pa, a.group), rng, reps, draws)
+    tb = _resample(Units(pb, b.group), rng, reps, draws)
     boot = np.array([_tv(x, y) for x, y in zip(ta, tb, strict=True)])
     boot = boot[np.isfinite(boot)]
     bias = float(boot.mean() - raw)

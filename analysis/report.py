@@ -73,6 +73,19 @@ SUMMARY_FIELDS = tuple(k for k, _ in GLANCE_FIELDS + DETAIL_FIELDS)
 FIT_ALPHA = 0.01
 
 
+def _shown_spec(result: Any) -> dict[str, Any]:
+    """The spec as the report shows it: a calibrated simulation's compute and update times are the laws
+    it used (``extra["timing"]``, e.g. ``timeline:RUN.npz``), not the spec's parseable stand-in
+    (``empirical:<first calibration file>``)."""
+    spec = result.spec.to_dict()
+    timing = (result.extra or {}).get("timing") if result.source == "sim" else None
+    if isinstance(timing, dict):
+        for key, law in (("compute_time", "compute"), ("update_time", "update")):
+            if isinstance(timing.get(law), str):
+                spec[key] = timing[law]
+    return spec
+
+
 def _e(x: Any) -> str:
     return html.escape(str(x))
 
@@ -272,7 +285,7 @@ def build_report(results: Sequence[Any], out_dir: str | os.PathLike[str], *,
                                  [[lab, f, *[s.get(k) for k, _ in DETAIL_FIELDS]]
                                   for lab, f, s in zip(labels, files, summaries, strict=True)], keep=2)
         page.add(_table(head, rows, "wide"))
-        specs = [r.spec.to_dict() for r in results]
+        specs = [_shown_spec(r) for r in results]
         varying = [k for k in SPEC_FIELDS if len({repr(sp.get(k)) for sp in specs}) > 1]
         common = [k for k in SPEC_FIELDS if k not in varying and specs[0].get(k) is not None]
         if varying:

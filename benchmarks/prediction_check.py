@@ -3,11 +3,15 @@
 1. ``leashed calibrate``: the machine file (copies, time slice, load, cores);
 2. ``--repeats`` rounds, each: a calibration run of the runtime at m = 1 and one at m = 2 (seeds 100 + r,
    200 + r), then a target run at every m of ``--threads`` (seed r: never the runs a prediction was
-   calibrated from). Interleaving spreads the machine's drift (on the shared 2-core VM consecutive runs
-   of one setting differ by up to 25 %) over every setting alike;
-3. for every m, ``leashed simulate --calibrate-from`` (every calibration run) ``--machine machine.json
-   --threads m`` (5 seeds), then ``leashed compare`` against the target runs of that m, as replicates;
-5. the control: the same prediction on a deliberately wrong machine (``--cores 16``); with
+   calibrated from);
+3. for every m and round r, ``leashed simulate --calibrate-from`` (round r's two calibration runs)
+   ``--machine machine.json --threads m`` (5 seeds), then ``leashed compare --paired`` of these
+   predictions against the target runs of that m: round r's prediction pairs with round r's run. On the
+   shared 2-core VM the machine's speed drifts by up to 25 % over minutes, and runs made within seconds
+   of each other share it, so the paired differences see how well the simulator predicts, not how much
+   the VM drifted. ``--unpaired`` instead calibrates one prediction per m from every calibration run and
+   compares it against all target runs as independent replicates (its interval then holds the drift);
+4. the control: the same prediction on a deliberately wrong machine (``--cores 16``); with
    ``--pooled-too`` also the prediction whose gradient and attempt times are drawn independently
    (``--compute-resampling pooled``) instead of replayed on the simulated clock.
 
@@ -15,12 +19,13 @@ Prints one table (predicted and measured throughput, CAS failure fraction, stale
 verdicts) and writes it with the files into ``--out``. With ``--busy-core``, a busy loop pinned to core 0
 runs during the target runs only (the loaded-machine check: the calibration runs and ``leashed calibrate``
 stay quiet): the calibrated prediction then takes the background load the target run recorded
-(``--background-load``, from its ``metadata["machine"]``; an input measured beside the run, not fitted
-to what is predicted), and the table adds the same prediction without it.
+(``--background-load``, from its ``metadata["machine"]``, the round's own run when paired; an input
+measured beside the run, not fitted to what is predicted), and the table adds the same prediction
+without it.
 
 Usage::
 
-    python benchmarks/prediction_check.py --out /tmp/pc                    # m = 1, 2, 3, 4, 8; ~2 min
+    python benchmarks/prediction_check.py --out /tmp/pc --repeats 20       # m = 1, 2, 3, 4, 8; ~10 min
     python benchmarks/prediction_check.py --threads 1,2,4,8,16 --epochs 5  # on a many-core machine
     python benchmarks/prediction_check.py --busy-core --out /tmp/pc-busy   # another process loads a core
     python benchmarks/prediction_check.py --pooled-too --out /tmp/pc       # beside it, independent draws
@@ -53,8 +58,10 @@ def _busy_loop(cpu: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", code])
 
 
-def _train(out: Path, m: int, seed: int, size: list[str], dataset: str) -> Path:
+def _train(out: Path, m: int, seed: int, size: list[str], dataset: str, reuse: bool = False) -> Path:
     path = out / f"run-m{m}-s{seed}.npz"
+    if reuse and path.exists():
+        return path
     _leashed("train", "--algorithm", "leashed", "--threads", str(m), "--model", "mlp", "--dataset", dataset,
              "--batch-size", "64", *size, "--evaluations", "0", "--seed", str(seed), "--out", str(path))
     return path
@@ -62,6 +69,8 @@ def _train(out: Path, m: int, seed: int, size: list[str], dataset: str) -> Path:
 
 def _predict(out: Path, name: str, m: int, calibration: list[Path], *extra: str) -> Path:
     path = out / f"sim-{name}-m{m}.npz"
+    if path.exists():
+        path.unlink()
     args = ["simulate", "--threads", str(m), "--out", str(path), "--quiet", *extra]
     for c in calibration:
         args += ["--calibrate-from", str(c)]
@@ -69,10 +78,19 @@ def _predict(out: Path, name: str, m: int, calibration: list[Path], *extra: str)
     return path
 
 
-def _compare(out: Path, predicted: Path, measured: list[Path]) -> dict[str, Any]:
-    target = out / f"compare-{predicted.stem}"
-    _leashed("compare", str(predicted), *map(str, measured), "--out", str(target))
+def _compare(out: Path, name: str, predicted: list[Path], measured: list[Path],
+             paired: bool) -> dict[str, Any]:
+    target = out / f"compare-{name}"
+    _leashed("compare", *(["--paired"] if paired else []), *map(str, predicted), *map(str, measured),
+             "--out", str(target))
     return json.loads((target / "comparison.json").read_text())
+
+
+def _load(run: Path) -> float:
+    """The background load (cores) a run recorded in its ``metadata["machine"]``."""
+    from leashed.results import RunResult
+
+    return float((RunResult.load(run).metadata.get("machine") or {}).get("background_load_cores") or 0.0)
 
 
 def _value(entry: Any) -> Any:
@@ -102,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-control", action="store_true", help="skip the --cores 16 control")
     parser.add_argument("--pooled-too", action="store_true", help="add the prediction that draws compute "
                         "times independently (--compute-resampling pooled) beside the timeline one")
+    parser.add_argument("--unpaired", action="store_true", help="one prediction per m from every "
+                        "calibration run, compared against all target runs as independent replicates")
+    parser.add_argument("--reuse-runs", action="store_true", help="keep the runtime runs (and machine "
+                        "file) already in --out, run only the missing ones: predict again after a "
+                        "simulator change")
     parser.add_argument("--quick", action="store_true", help="a smoke run: m = 1, 2, 500 updates each "
                         "(numbers not meaningful)")
     args = parser.parse_args(argv)
@@ -116,47 +139,59 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     print(f"prediction check: {load_note()}", flush=True)
     machine = out / "machine.json"
-    _leashed("calibrate", *(["--quick"] if args.quick else []), "--out", str(machine))
-    calibration: list[Path] = []
+    if not (args.reuse_runs and machine.exists()):
+        _leashed("calibrate", *(["--quick"] if args.quick else []), "--out", str(machine))
+    rounds: list[list[Path]] = []  # each round's calibration runs
     targets: dict[int, list[Path]] = {m: [] for m in threads}
-    for r in range(max(1, args.repeats)):
-        calibration += [_train(out, 1, 100 + r, size, args.dataset), _train(out, 2, 200 + r, size,
-                                                                              args.dataset)]
+    repeats = max(2, args.repeats)
+    for r in range(repeats):
+        rounds.append([_train(out, 1, 100 + r, size, args.dataset, args.reuse_runs),
+                       _train(out, 2, 200 + r, size, args.dataset, args.reuse_runs)])
         busy = _busy_loop(0) if args.busy_core else None
         try:
             if busy is not None:
                 time.sleep(0.5)
             for m in threads:
-                targets[m].append(_train(out, m, r, size, args.dataset))
+                targets[m].append(_train(out, m, r, size, args.dataset, args.reuse_runs))
         finally:
             if busy is not None:
                 busy.kill()
                 busy.wait()
-    print(f"runs done in {time.perf_counter() - started:.0f} s", flush=True)
+        print(f"round {r + 1}/{repeats} done ({time.perf_counter() - started:.0f} s)", flush=True)
+    calibration = [c for cal in rounds for c in cal]
+    paired = not args.unpaired
     table = Table("calibrated predictions against the runtime (leashed, MNIST MLP, batch 64)",
                   ["m", "variant", "X pred", "X meas", "X", "CAS pred", "CAS meas", "CAS", "tau pred",
                    "tau meas", "TV", "TV verdict", "overall"])
-    from leashed.results import RunResult
-
     rows = []
     for m in threads:
-        variants: list[tuple[str, tuple[str, ...]]] = [("calibrated", ("--machine", str(machine)))]
-        if args.busy_core:
-            loads = [float((RunResult.load(t).metadata.get("machine") or {}).get("background_load_cores")
-                           or 0.0) for t in targets[m]]
-            load = sum(loads) / len(loads)
-            variants = [(f"recorded load {load:.2f}", ("--machine", str(machine), "--background-load",
-                                                       f"{load:.3f}")),
-                        ("load ignored", ("--machine", str(machine), "--ignore-load"))]
-        if args.pooled_too:
-            variants.append(("pooled resampling", (*variants[0][1], "--compute-resampling", "pooled")))
-        if not args.no_control:
-            variants.append(("wrong: --cores 16", ("--machine", str(machine), "--cores", "16")))
-        for name, extra in variants:
-            tag = name.split(":")[0].split(" ")[0] + ("-ignored" if "ignored" in name else "")
-            tag += "-pooled" if "pooled" in name and not tag.startswith("pooled") else ""
-            comparison = _compare(out, _predict(out, tag, m, calibration, *extra), targets[m])
+        loads = [_load(t) for t in targets[m]] if args.busy_core else [0.0] * repeats
+        mean_load = sum(loads) / len(loads)
+        # (name, tag, options per round: the round's recorded load when paired, the mean load otherwise)
+        variants: list[tuple[str, str, list[tuple[str, ...]]]] = []
+        for r in range(repeats):
+            load = f"{loads[r] if paired else mean_load:.3f}"
+            per_round = [("calibrated", ("--machine", str(machine)))]
+            if args.busy_core:
+                per_round = [("recorded load", ("--machine", str(machine), "--background-load", load)),
+                             ("load ignored", ("--machine", str(machine), "--ignore-load"))]
+            if args.pooled_too:
+                per_round.append(("pooled resampling", (*per_round[0][1], "--compute-resampling", "pooled")))
+            if not args.no_control:
+                per_round.append(("wrong: --cores 16", ("--machine", str(machine), "--cores", "16")))
+            for k, (name, extra) in enumerate(per_round):
+                if r == 0:
+                    variants.append((name, name.split(":")[0].replace(" ", "-"), []))
+                variants[k][2].append(extra)
+        for name, tag, extras in variants:
+            if paired:
+                predicted = [_predict(out, f"{tag}-r{r}", m, rounds[r], *extras[r]) for r in range(repeats)]
+            else:
+                predicted = [_predict(out, tag, m, calibration, *extras[0])]
+            comparison = _compare(out, f"{tag}-m{m}", predicted, targets[m], paired)
             pair = comparison["pairs"][0]
+            if args.busy_core and name == "recorded load":
+                name = f"recorded load {mean_load:.2f}"
             xp, xm, xv = _cell(pair, "throughput")
             cp, cm, cv = _cell(pair, "cas_failure")
             tp, tm, _ = _cell(pair, "staleness_mean")
@@ -166,8 +201,11 @@ def main(argv: list[str] | None = None) -> int:
                                              "TV": tv, "TV verdict": tvv, "overall": pair.get("verdict")})
             table.add(**row)
             rows.append(row)
-    table.notes.append(f"calibrated from {', '.join(p.name for p in calibration)} and {machine.name}; "
-                       f"X = committed updates/s; CAS = failed / all attempts; {load_note()}")
+    how = (f"paired: round r's prediction calibrated from its own {rounds[0][0].name.split('-s')[0]}, "
+           f"{rounds[0][1].name.split('-s')[0]} runs, {repeats} rounds" if paired else
+           f"unpaired: calibrated from {', '.join(p.name for p in calibration)}")
+    table.notes.append(f"{how} and {machine.name}; X = committed updates/s; CAS = failed / all attempts; "
+                       f"{load_note()}")
     print(table.to_text())
     table.write(out, "prediction_check")
     print(f"load average at the end {os.getloadavg()[0]:.2f}; {time.perf_counter() - started:.0f} s in all")

@@ -143,6 +143,15 @@ def recorded_machine(result: Any) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
+def switch_cost(profile: Any, time_slice_s: float) -> float:
+    """The switch cost of a machine file: its ``switch_gap_s`` (one thread's last clock read in its turn
+    to the next thread's first, docs/machine.md), if it is under a tenth of the time slice. A longer gap
+    is other processes that ran in between (a loaded machine), which the background load already
+    accounts for: 0 then."""
+    gap = float(_profile_value(profile, "switch_gap_s", 0.0) or 0.0)
+    return gap if 0.0 < gap < 0.1 * time_slice_s else 0.0
+
+
 def _profile_value(profile: Any, name: str, default: Any = None) -> Any:
     if profile is None:
         return default
@@ -276,8 +285,8 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
     if cores and own:
         calibrated_share = Scheduler.thread_share(min(int(results[closest].spec.threads), cores), cores,
                                                   float(np.mean(own)))
-    machine = Machine(cores=cores, time_slice_s=float(_profile_value(profile, "time_slice_s",
-                                                                     DEFAULT_TIME_SLICE_S)),
+    slice_s = float(_profile_value(profile, "time_slice_s", DEFAULT_TIME_SLICE_S))
+    machine = Machine(cores=cores, time_slice_s=slice_s, switch_cost_s=switch_cost(profile, slice_s),
                       background_load=float(background_load), read_slowdown=slowdown,
                       copy_concurrency=concurrent,
                       calibrated_concurrency=max(1, min(max(r.spec.threads for r in results), cores or 1)),

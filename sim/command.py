@@ -24,7 +24,7 @@ from leashed.errors import LeashedError, SpecError
 from leashed.machine import load_machine
 from leashed.models.registry import model_descriptor
 from leashed.results import RunResult
-from leashed.sim.calibration import calibrate
+from leashed.sim.calibration import calibrate, switch_cost
 from leashed.sim.machine import DEFAULT_TIME_SLICE_S, Machine
 from leashed.sim.replicates import run_replicates
 from leashed.sim.simulate import DEFAULT_SAMPLES
@@ -208,8 +208,10 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
         timing = TimingModel.parse(compute_text, update_text, copy_fraction, contention)
         if profile is not None or cores not in (None, "none") or args.background_load:
             given = (profile.cores if profile is not None else None) if cores in (None, "none") else cores
-            machine = Machine(cores=given, time_slice_s=profile.time_slice_s if profile is not None
-                              else DEFAULT_TIME_SLICE_S, background_load=float(args.background_load or 0.0))
+            slice_s = profile.time_slice_s if profile is not None else DEFAULT_TIME_SLICE_S
+            machine = Machine(cores=given, time_slice_s=slice_s, background_load=float(args.background_load
+                                                                                      or 0.0),
+                              switch_cost_s=switch_cost(profile, slice_s) if profile is not None else 0.0)
     changes["compute_time"] = compute_text
     changes["update_time"] = update_text
 

@@ -7,7 +7,9 @@ default:
 
 * **cores** (:class:`Scheduler`): P cores shared by the m simulated threads, less the L cores' worth
   other processes take. When m > P − L, each thread gets the share ρ = (P − L)/m of a core, in time
-  slices of length q spread evenly (in rotation: 4 threads on 2 idle cores run two at a time). The
+  slices of length q spread evenly (in rotation: 4 threads on 2 idle cores run two at a time), and
+  each time a thread comes back onto a core it loses the switch cost g (``switch_cost_s``, the switch gap
+  ``leashed calibrate`` measures), spread over its slots as a CPU efficiency e (:class:`Scheduler`). The
   threads of leashed and hogwild never block, so which slots a thread gets does not depend on what it
   does, and a phase that needs x seconds of CPU starting at wall time t ends at W_j⁻¹(W_j(t) + x), W_j(t)
   the CPU time thread j has had by time t (:meth:`Scheduler.end_of`). A descheduled thread's compute or
@@ -51,6 +53,8 @@ class Machine:
     cores: int | None = None
     #: scheduler time slice q (seconds)
     time_slice_s: float = DEFAULT_TIME_SLICE_S
+    #: CPU time a thread loses each time it comes back onto a core (seconds; time-shared threads only)
+    switch_cost_s: float = 0.0
     #: cores' worth of other processes' load: the threads share the rest, P − L
     background_load: float = 0.0
     #: relative slowdown of a gradient per second another core spends copying the vector it reads
@@ -68,7 +72,7 @@ class Machine:
         if self.cores is not None and (isinstance(self.cores, bool) or not isinstance(self.cores, int)
                                        or self.cores < 1):
             raise SpecError(f"cores must be a positive integer, not {self.cores!r}")
-        for name in ("time_slice_s", "background_load", "read_slowdown"):
+        for name in ("time_slice_s", "background_load", "read_slowdown", "switch_cost_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise SpecError(f"machine {name.replace('_', ' ')} must be a finite number >= 0, "
@@ -98,7 +102,7 @@ class Machine:
         return table[min(running, len(table)) - 1] / base if running > self.calibrated_concurrency else 1.0
 
     def describe(self) -> dict[str, Any]:
-        return {"cores": self.cores, "time_slice_s": self.time_slice_s,
+        return {"cores": self.cores, "time_slice_s": self.time_slice_s, "switch_cost_s": self.switch_cost_s,
                 "background_load": self.background_load,
                 "read_slowdown": self.read_slowdown, "copy_concurrency": list(self.copy_concurrency),
                 "calibrated_concurrency": self.calibrated_concurrency,
@@ -107,11 +111,12 @@ class Machine:
     @classmethod
     def from_description(cls, data: dict[str, Any]) -> Machine:
         """Inverse of :meth:`describe` (unknown keys become notes)."""
-        known = {"cores", "time_slice_s", "background_load", "read_slowdown", "copy_concurrency",
-                 "calibrated_concurrency", "calibrated_share"}
+        known = {"cores", "time_slice_s", "switch_cost_s", "background_load", "read_slowdown",
+                 "copy_concurrency", "calibrated_concurrency", "calibrated_share"}
         notes = {k: v for k, v in data.items() if k not in known}
         return cls(cores=data.get("cores"),
                    time_slice_s=float(data.get("time_slice_s", DEFAULT_TIME_SLICE_S)),
+                   switch_cost_s=float(data.get("switch_cost_s", 0.0)),
                    background_load=float(data.get("background_load", 0.0)),
                    read_slowdown=float(data.get("read_slowdown", 0.0)),
                    copy_concurrency=tuple(float(v) for v in data.get("copy_concurrency", ())),
@@ -122,7 +127,8 @@ class Machine:
         """The time-sharing schedule of m threads on this machine; None when every thread has a core."""
         if self.cores is None:
             return None
-        return Scheduler.cores(m, self.cores, self.time_slice_s, self.background_load, self.calibrated_share)
+        return Scheduler.cores(m, self.cores, self.time_slice_s, self.background_load, self.calibrated_share,
+                               self.switch_cost_s)
 
 
 class Scheduler:
@@ -132,27 +138,36 @@ class Scheduler:
     time [s·q, (s+1)·q); thread j runs in the slots where N_j(s) = ⌊s·ρ + φ_j⌋ steps up (ρ the share,
     φ_j = 1 − (j + 1)/m), so every thread runs ρ of the slots, evenly spread, and with P cores and no
     load exactly P threads run in every slot, in rotation (4 threads on 2 cores: threads 0, 1 in even
-    slots, 2, 3 in odd ones). ``cpu`` and ``wall`` are exact inverses on the running slots."""
+    slots, 2, 3 in odd ones). ``cpu`` and ``wall`` are exact inverses on the running slots.
 
-    __slots__ = ("m", "share", "q", "phase")
+    Switch cost g: a thread's runs of consecutive slots each begin with g lost to the switch. Evenly
+    spread, a share ρ has min(1, (1 − ρ)/ρ) run starts per running slot, so the thread does useful work
+    at the rate e = 1 − (g/q)·min(1, (1 − ρ)/ρ) while on a core (never below 0.1): ``cpu`` counts useful
+    CPU seconds, e times the slot time (the cost spread over the slots, not charged at each slot's
+    start)."""
+
+    __slots__ = ("m", "share", "q", "phase", "_ranks", "efficiency")
 
     _EPS = 1e-9
 
-    def __init__(self, m: int, share: float, time_slice_s: float) -> None:
+    def __init__(self, m: int, share: float, time_slice_s: float, switch_cost_s: float = 0.0) -> None:
         if not (0.0 < share < 1.0):
             raise ValueError(f"a time-shared thread's share must be in (0, 1), not {share!r}")
         self.m, self.share, self.q = m, float(share), float(time_slice_s)
+        starts_per_slot = min(1.0, (1.0 - self.share) / self.share)
+        self.efficiency = max(0.1, 1.0 - float(switch_cost_s) / self.q * starts_per_slot)
         self.phase = [1.0 - (j + 1) / m for j in range(m)]
+        self._ranks: tuple[int, dict[int, int]] | None = None  # (slot, thread -> core) of the last slot
 
     @classmethod
     def cores(cls, m: int, cores: int, time_slice_s: float, background_load: float = 0.0,
-              calibrated_share: float = 1.0) -> Scheduler | None:
+              calibrated_share: float = 1.0, switch_cost_s: float = 0.0) -> Scheduler | None:
         """The schedule of m threads on ``cores`` cores of which others take ``background_load``; None
         when every thread has a core to itself. The others never leave less than a tenth of the cores.
         ``calibrated_share``: the share the measured times already hold (:class:`Machine`); the threads
         get min(1, (P − L)/m) / calibrated_share."""
         share = cls.thread_share(m, cores, background_load) / calibrated_share
-        return None if share >= 1.0 else cls(m, share, time_slice_s)
+        return None if share >= 1.0 else cls(m, share, time_slice_s, switch_cost_s)
 
     @staticmethod
     def thread_share(m: int, cores: int, background_load: float = 0.0) -> float:
@@ -176,18 +191,19 @@ class Scheduler:
         return self._in_slot(j, int(t // self.q))
 
     def cpu(self, j: int, t: float) -> float:
-        """CPU seconds thread j has had by wall time t."""
+        """Useful CPU seconds thread j has had by wall time t (slot time × ``efficiency``)."""
         q = self.q
         s = int(t // q)
         before = self._runs_before(j, s)
         cpu = before * q
         if self._runs_before(j, s + 1) > before:
             cpu += t - s * q
-        return cpu
+        return cpu * self.efficiency
 
     def wall(self, j: int, c: float) -> float:
-        """The earliest wall time at which thread j has had c CPU seconds."""
+        """The earliest wall time at which thread j has had c useful CPU seconds."""
         q = self.q
+        c = c / self.efficiency
         if c <= 0:
             return self._slot_of_run(j, 0) * q
         k = int(c // q)
@@ -195,6 +211,16 @@ class Scheduler:
         if within <= 1e-15 * q and k > 0:  # exactly at the end of a running slot
             return (self._slot_of_run(j, k - 1) + 1) * q
         return self._slot_of_run(j, k) * q + within
+
+    def core_of(self, j: int, t: float) -> int:
+        """The core thread j is on at wall time t: its rank among the threads that run in t's slot (0 for
+        the lowest-numbered one), or j when it is not on a core then."""
+        s = int(t // self.q)
+        cached = self._ranks
+        if cached is None or cached[0] != s:
+            running = [i for i in range(self.m) if self._in_slot(i, s)]
+            cached = self._ranks = (s, {i: k for k, i in enumerate(running)})
+        return cached[1].get(j, j)
 
     def together(self, i: int, j: int, start: float, end: float) -> float:
         """Wall time within [start, end] during which threads i and j are both on a core."""

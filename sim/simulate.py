@@ -202,6 +202,15 @@ def _one_blas_thread() -> Any:
     return threadpool_limits(limits=1, user_api="blas")
 
 
+def _placement(scheduler: Any, clock: Any) -> Any:
+    """Thread j -> (its core, the instant its next phase starts on it): the first instant from now at
+    which it is on a core, and its :meth:`~leashed.sim.machine.Scheduler.core_of` then."""
+    def place(j: int) -> tuple[int, float]:
+        t = scheduler.next_run(j, clock())
+        return scheduler.core_of(j, t), t
+    return place
+
+
 def _run(spec: ExperimentSpec, timing: TimingModel, engine: Any, n_total: int, samples: int, progress: bool,
          metadata: bool, lock_model: str, machine: Machine) -> Simulation:
     m = spec.threads
@@ -229,6 +238,7 @@ def _run(spec: ExperimentSpec, timing: TimingModel, engine: Any, n_total: int, s
             raise SpecError(f"lock model must be one of {', '.join(LOCK_MODELS)} (resource: timing only)")
         worker = LOCK_MODELS[lock_model]
     machine_notes: dict[str, Any] = {"applied": False}
+    place = None  # threads that share cores: which core a replayed draw reads (sim.timeline)
     runtime_attempts = info.has_cas and attempt_model == "runtime"
     if not machine.ideal and spec.algorithm not in MACHINE_WORKERS:
         machine_notes["not_applied"] = (f"no machine model for {spec.algorithm}: "
@@ -243,14 +253,17 @@ def _run(spec: ExperimentSpec, timing: TimingModel, engine: Any, n_total: int, s
         else:
             worker = MACHINE_WORKERS[spec.algorithm]
         chunks = spec.extra.get("copy_chunks", timing.notes.get("copy_chunks", 0))
-        shared.machine_state = MachineState(machine, machine.scheduler(m),
-                                            remote_streams(timing, spec.seed, m, clock)
+        scheduler = machine.scheduler(m)
+        if scheduler is not None:
+            place = _placement(scheduler, clock)
+        shared.machine_state = MachineState(machine, scheduler,
+                                            remote_streams(timing, spec.seed, m, clock, place)
                                             if not machine.ideal or timing.update_remote is not None
                                             else None,
                                             int(chunks or 0), spec.sparsifier == "none")
         machine_notes["applied"] = not machine.ideal
     procs = []
-    for i, (cs, us) in enumerate(worker_streams(timing, spec.seed, m, clock)):
+    for i, (cs, us) in enumerate(worker_streams(timing, spec.seed, m, clock, place)):
         procs.append(env.process(worker(shared, i, cs, us)))
     if shared.machine_state is not None:
         shared.machine_state.procs = procs

@@ -13,9 +13,14 @@ it, and fails again while the two gradient times differ by less than about U).
 ``block_s`` seconds; every block draws one calibration run and one instant τ₀ of it (the same for all
 threads: one generator from the seed; the runs are first resampled with replacement per seed, so that
 replicate simulations carry the uncertainty of which runs calibrated them). At simulated time t in block
-b, simulated thread j draws the gradient time of that run's thread j mod k (k its threads) that started
-first at or after τ₀ + (t − b·block_s), shifted ⌊j / k⌋ gradients on (threads beyond the run's own take
-its threads' neighbouring gradients, not the same ones). A draw never looks at the run being predicted.
+b, a simulated thread on core c draws the gradient time of that run's thread c mod k (k its threads) that
+started first at or after τ₀ + (t − b·block_s), shifted ⌊c / k⌋ gradients on (cores beyond the run's own
+threads take its threads' neighbouring gradients, not the same ones). Thread j is on core j when every
+thread has a core; when threads time-share cores (:class:`~leashed.sim.machine.Scheduler`), it is on the
+core :meth:`~leashed.sim.machine.Scheduler.core_of` gives for the time slice its draw starts in. The two
+threads that share the machine at an instant then replay what the calibration run's two threads did at
+one instant, whichever threads they are: the machine's speed is a matter of time and core, not of thread
+number. A draw never looks at the run being predicted.
 """
 
 from __future__ import annotations
@@ -31,10 +36,13 @@ import numpy as np
 from leashed.errors import SpecError
 from leashed.sim.timing import Distribution
 
-__all__ = ["DEFAULT_BLOCK_S", "Timeline", "attempt_timelines", "compute_timeline"]
+__all__ = ["DEFAULT_BLOCK_S", "Placement", "Timeline", "attempt_timelines", "compute_timeline"]
 
 #: length of a replayed block of simulated time (about 90 gradients of the MNIST MLP at batch 64)
 DEFAULT_BLOCK_S = 0.05
+
+#: thread -> (the core it is on, the simulated instant its next phase starts there)
+Placement = Callable[[int], tuple[int, float]]
 
 
 class Timeline(Distribution):
@@ -98,12 +106,15 @@ class Timeline(Distribution):
     def describe(self) -> str:
         return f"timeline:{self.source}"
 
-    def joint_streams(self, seed: Any, m: int, clock: Callable[[], float]) -> list[Iterator[float]]:
+    def joint_streams(self, seed: Any, m: int, clock: Callable[[], float],
+                      place: Placement | None = None) -> list[Iterator[float]]:
         """m endless iterators of durations; a draw reads ``clock()`` (the simulated time) when it is
-        taken. One block schedule from ``seed`` (anything ``numpy.random.default_rng`` takes): timelines
-        on one frame (``frame``, or each other's) draw the same blocks from the same seed."""
+        taken, or with ``place``, ``place(j)`` = (core of thread j, the instant its phase starts on it)
+        (module docstring). One block schedule from ``seed`` (anything ``numpy.random.default_rng``
+        takes): timelines on one frame (``frame``, or each other's) draw the same blocks from the same
+        seed."""
         schedule = _Schedule(self, np.random.default_rng(seed))
-        return [_thread_draws(self, schedule, j, clock) for j in range(m)]
+        return [_thread_draws(self, schedule, j, clock, place) for j in range(m)]
 
 
 class _Schedule:
@@ -136,20 +147,24 @@ class _Schedule:
         return origins[b]
 
 
-def _thread_draws(timeline: Timeline, schedule: _Schedule, j: int, clock: Callable[[], float]) \
-        -> Iterator[float]:
+def _thread_draws(timeline: Timeline, schedule: _Schedule, j: int, clock: Callable[[], float],
+                  place: Placement | None) -> Iterator[float]:
     block = timeline.block_s
     while True:
-        now = max(float(clock()), 0.0)
+        if place is None:
+            core, now = j, max(float(clock()), 0.0)
+        else:
+            core, now = place(j)
+            now = max(float(now), 0.0)
         b = int(now // block)
         run, start = schedule.origin(b)
         threads = timeline.runs[run]
-        starts, durations = threads[j % len(threads)]
+        starts, durations = threads[core % len(threads)]
         lo, hi = timeline.spans[run]
         tau = start + (now - b * block)
         if tau > hi:  # a run shorter than a block: wrap around its span
             tau = lo + (tau - lo) % max(hi - lo, 1e-12)
-        i = bisect.bisect_left(starts, tau) + j // len(threads)
+        i = bisect.bisect_left(starts, tau) + core // len(threads)
         yield durations[i % len(durations)]
 
 

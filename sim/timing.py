@@ -479,37 +479,39 @@ def sparse_update_scaling(algorithm: str, rho: float, copy_fraction: float, dens
     return factor, (copy_part / factor if factor > 0 else c), dense_share
 
 
-def _joint(law: Distribution, seed: int, m: int, clock: Callable[[], float] | None) \
-        -> list[Iterator[float]] | None:
+def _joint(law: Distribution, seed: int, m: int, clock: Callable[[], float] | None,
+           place: Callable[[int], tuple[int, float]] | None = None) -> list[Iterator[float]] | None:
     """A law that replays measured time (``joint_streams``: :class:`leashed.sim.timeline.Timeline`): its m
-    streams, reading ``clock``, on the block schedule of ``[seed, 23]`` (the same for every law of a
-    run); None for other laws or without a clock."""
+    streams, reading ``clock`` (and ``place``: a thread's core and start instant, when threads share
+    cores), on the block schedule of ``[seed, 23]`` (the same for every law of a run); None for other
+    laws or without a clock."""
     joint = getattr(law, "joint_streams", None)
-    return joint([seed, 23], m, clock) if joint is not None and clock is not None else None
+    return joint([seed, 23], m, clock, place) if joint is not None and clock is not None else None
 
 
-def remote_streams(timing: TimingModel, seed: int, m: int, clock: Callable[[], float] | None = None) \
-        -> list[Iterator[float]] | None:
+def remote_streams(timing: TimingModel, seed: int, m: int, clock: Callable[[], float] | None = None,
+                   place: Callable[[int], tuple[int, float]] | None = None) -> list[Iterator[float]] | None:
     """Per worker, an endless iterator of remote-attempt draws (``SeedSequence([seed, 11]).spawn(m)``), or
     None when the timing model has no remote law."""
     if timing.update_remote is None:
         return None
-    shared = _joint(timing.update_remote, seed, m, clock)
+    shared = _joint(timing.update_remote, seed, m, clock, place)
     if shared is not None:
         return shared
     return [timing.update_remote.stream(np.random.default_rng(child))
             for child in np.random.SeedSequence([seed, 11]).spawn(m)]
 
 
-def worker_streams(timing: TimingModel, seed: int, m: int, clock: Callable[[], float] | None = None) \
+def worker_streams(timing: TimingModel, seed: int, m: int, clock: Callable[[], float] | None = None,
+                   place: Callable[[int], tuple[int, float]] | None = None) \
         -> list[tuple[Iterator[float], Iterator[float]]]:
     """Per worker, endless (compute, update) draw iterators from ``SeedSequence(seed).spawn(m)``;
     each worker's sequence splits again into a compute and an update stream. A law that replays
     measured time (``joint_streams``, :class:`leashed.sim.timeline.Timeline`) reads ``clock`` (the
     simulated time) and draws from one block schedule for all workers and laws (:func:`_joint`)."""
     out = []
-    computes = _joint(timing.compute, seed, m, clock)
-    updates = _joint(timing.update, seed, m, clock)
+    computes = _joint(timing.compute, seed, m, clock, place)
+    updates = _joint(timing.update, seed, m, clock, place)
     rng = np.random.default_rng
     for j, child in enumerate(np.random.SeedSequence(seed).spawn(m)):
         c_seq, u_seq = child.spawn(2)

@@ -68,3 +68,21 @@ def test_compare_and_report_commands(tmp_path):
     assert_one_line_error(run_cli("report", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "rep2")),
                           "does not exist")
     assert not (tmp_path / "rep2").exists()
+
+
+def test_report_shows_the_laws_a_calibrated_simulation_used(tmp_path):
+    from leashed.analysis.report import _shown_spec
+
+    timing = {"compute": "timeline:run-m2.npz", "update": "timeline:run-m2.npz (local attempts)"}
+    sim = make_run(source="sim", extra={"timing": timing})
+    sim = sim.replace(spec=sim.spec.replace(compute_time="empirical:run-m1.npz",
+                                            update_time="empirical:run-m1.npz"))
+    shown = _shown_spec(sim)
+    assert shown["compute_time"] == "timeline:run-m2.npz"
+    assert shown["update_time"] == "timeline:run-m2.npz (local attempts)"
+    assert _shown_spec(make_run())["compute_time"] == make_run().spec.to_dict()["compute_time"]
+    files = [sim.save(tmp_path / "sim.npz"), make_run(seed=1).save(tmp_path / "run.npz")]
+    proc = run_cli("report", *map(str, files), "--out", str(tmp_path / "rep"))
+    assert proc.returncode == 0, proc.stderr
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "timeline:run-m2.npz" in html and "empirical:run-m1.npz" not in html

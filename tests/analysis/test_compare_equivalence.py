@@ -100,6 +100,14 @@ def test_identity_is_reported_not_judged():
         pair = C.compare_pair(simulate(s), measured(s.replace(seed=3)), calibrated=True)
         assert (pair.quantities["staleness_mean"].verdict == "identity") == identity, (alg, tp)
         assert ("cas_failure" in pair.quantities) == (alg == "leashed")
+        assert pair.quantities["dispersion"].verdict != "identity"
+    # one thread: every τ is 0, so mean and dispersion are both identities (any algorithm)
+    for alg in ("lock", "leashed"):
+        s = spec(alg, 1, n=600, persistence="0" if alg == "leashed" else "inf")
+        pair = C.compare_pair(simulate(s), measured(s.replace(seed=3)), calibrated=True)
+        q = pair.quantities
+        assert q["staleness_mean"].verdict == q["dispersion"].verdict == "identity"
+        assert pair.verdict != "inconclusive" or pair.quantities["throughput"].verdict == "inconclusive"
 
 
 def _with_replicates(s, seeds):
@@ -189,3 +197,34 @@ def test_cli_strict_exit_status(tmp_path):
     assert proc.returncode == 1 and "verdict: differ" in proc.stdout
     proc = run_cli("compare", str(files[0]), str(slow))
     assert proc.returncode == 0  # without --strict a verdict is not an error
+
+
+def test_a_dispersion_that_rests_on_a_few_stalls_is_not_judged():
+    """Var τ dominated by a handful of long stalls: n_eff ≈ the stalls, and the dispersion is
+    inconclusive whatever the batches say; a spread-out distribution is judged."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from analysis_synth import make_run
+
+    assert C.effective_tail_count([0, 1000]) == float("inf")  # no spread
+    one = np.zeros(51)
+    one[1], one[50] = 999, 1
+    assert 1.0 <= C.effective_tail_count(one) < 1.2  # one stall carries the variance
+    rng = np.random.default_rng(3)
+    spread = np.bincount(rng.poisson(3, 4000))
+    assert C.effective_tail_count(spread) > 1000  # Poisson: about a third of the updates, weighted
+    base = rng.poisson(1.0, 4000)
+    stalled = base.copy()
+    stalled[[500, 1700, 3100]] = 60  # three stalls: D jumps from ~1 to ~3.7
+    a = make_run(base, threads=2, source="sim", seed=1, extra={"calibrated": True})
+    b = make_run(stalled, threads=2, seed=2)
+    q = C.compare_pair(a, b).quantities["dispersion"]
+    n_eff = C.effective_tail_count(b.staleness_histogram)
+    assert 3 <= n_eff < 10  # the three stalls, and a little of the Poisson spread
+    assert q.verdict == "inconclusive" and f"rests on {n_eff:.0f} updates" in q.note, q.note
+    loose = C.compare_pair(a, b, criteria=C.Criteria(min_effective=2)).quantities["dispersion"]
+    assert loose.note == "" and loose.difference.low is not None  # below the guard: the interval decides
+    same = C.compare_pair(a, make_run(rng.poisson(1.0, 4000), threads=2, seed=4)).quantities["dispersion"]
+    assert same.verdict == "agree" and same.note == "", same.describe()

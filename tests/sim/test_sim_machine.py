@@ -34,6 +34,13 @@ def test_scheduler_three_threads_on_two_cores_share_two_thirds():
         assert s.cpu(j, 30.0) == pytest.approx(20.0)  # 2/3 of a core each
         for c in (0.1, 0.5, 0.7, 1.0, 3.3):
             assert s.cpu(j, s.wall(j, c)) == pytest.approx(c)
+    # by hand (share 2/3, phases 2/3, 1/3, 0): slot 0 runs {0, 1}, slot 1 {0, 2}, slot 2 {1, 2}, then again;
+    # a thread's core is its rank among the running ones (the thread of the replayed run it reads)
+    running = [[j for j in range(3) if s.running(j, slot * 0.5 + 0.25)] for slot in range(6)]
+    assert running == [[0, 1], [0, 2], [1, 2]] * 2
+    cores = [{j: s.core_of(j, slot * 0.5 + 0.25) for j in run} for slot, run in enumerate(running)]
+    assert cores[:3] == [{0: 0, 1: 1}, {0: 0, 2: 1}, {1: 0, 2: 1}]
+    assert s.core_of(2, 0.1) == 2  # not on a core in slot 0: its own number
 
 
 def test_scheduler_shares_what_the_background_leaves():
@@ -56,6 +63,36 @@ def test_hogwild_four_threads_two_cores_hand_solved():
     assert u.staleness.tolist() == [0, 1, 1, 1, 4, 5, 3, 3]
     assert s.result.totals["wall_time_s"] == 2.5
     assert s.result.extra["machine"]["applied"] is True
+
+
+def test_switch_cost_is_lost_each_time_a_thread_comes_back():
+    # 4 threads on 2 cores (share 1/2: every running slot starts a run): g = 0.1 of q = 1 -> e = 0.9
+    s = Scheduler.cores(4, 2, 1.0, switch_cost_s=0.1)
+    assert s.efficiency == pytest.approx(0.9)
+    assert [s.cpu(0, t) for t in (0.5, 1, 2, 3)] == pytest.approx([0.45, 0.9, 0.9, 1.8])
+    assert s.wall(0, 0.9) == pytest.approx(1.0) and s.wall(0, 1.35) == pytest.approx(2.5)
+    # 3 threads (share 2/3): one run start per two running slots -> e = 1 - 0.1 / 2
+    assert Scheduler.cores(3, 2, 1.0, switch_cost_s=0.1).efficiency == pytest.approx(0.95)
+    # by hand: hogwild C = 0.45, U = 0, q = 1, g = 0.1: each slot now does two 0.45 s gradients of
+    # useful work exactly; W0, W1 finish them at 0.5 and 1.0 of wall time, as C = 0.5 without a cost
+    spec = spec_of("hogwild", 4, 8, "const:0.45", "const:0")
+    u = run_simulation(spec, metadata=False, machine=Machine(cores=2, time_slice_s=1.0,
+                                                             switch_cost_s=0.1)).result.updates
+    assert u.t_grad.tolist() == pytest.approx([0.5, 0.5, 1.0, 1.0, 1.5, 1.5, 2.5, 2.5])
+    # every thread with its own core: no switch, no cost
+    assert Scheduler.cores(2, 2, 1.0, switch_cost_s=0.1) is None
+    with pytest.raises(SpecError, match="switch cost"):
+        Machine(cores=2, switch_cost_s=-1.0)
+
+
+def test_machine_files_switch_gap_is_a_switch_cost_only_when_short():
+    from types import SimpleNamespace
+
+    from leashed.sim.calibration import switch_cost
+
+    assert switch_cost(SimpleNamespace(switch_gap_s=70e-6), 3.9e-3) == 70e-6
+    assert switch_cost(SimpleNamespace(switch_gap_s=8e-3), 3.9e-3) == 0.0  # other processes, not a switch
+    assert switch_cost(SimpleNamespace(switch_gap_s=0.0), 3.9e-3) == 0.0
 
 
 def test_background_load_takes_its_share():

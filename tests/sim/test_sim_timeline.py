@@ -45,6 +45,26 @@ def test_a_draw_is_the_gradient_of_that_instant_of_the_replayed_block():
     assert np.allclose(np.subtract(later, first), 5e-6)
 
 
+def test_threads_that_share_cores_replay_the_thread_of_their_core():
+    """With a placement (threads time-sharing cores), a draw reads the run's thread of the core the
+    simulated thread is on, not of its own number: the pair on the cores replays the run's pair."""
+    timeline = Timeline(_two_threads(), "toy", block_s=1.0)
+    clock = _Clock()
+    cores = {0: 0, 1: 1, 2: 1}  # thread 2 on core 1 (as in slot 1 of 3 threads on 2 cores)
+    draws = timeline.joint_streams(7, 3, clock, place=lambda j: (cores[j], clock.now))
+    first = [next(s) for s in draws]
+    assert first[2] == pytest.approx(first[1])  # thread 2 on core 1: the run's thread 1, same gradient
+    assert first[1] - first[0] == pytest.approx(1000e-6)
+    cores.update({1: 0, 2: 1})
+    assert next(draws[1]) == pytest.approx(first[0])  # thread 1 moved to core 0: the run's thread 0
+    # the instant comes from the placement too (a descheduled thread's phase starts when it runs again)
+    later = timeline.joint_streams(7, 3, clock, place=lambda j: (cores[j], 4e-3))
+    assert next(later[0]) - first[0] == pytest.approx(4e-6)
+    # a core beyond the run's threads: its thread c mod k, ⌊c / k⌋ gradients on
+    beyond = timeline.joint_streams(7, 3, clock, place=lambda j: (3, 0.0))
+    assert next(beyond[0]) - first[1] == pytest.approx(1e-6)
+
+
 def test_the_block_schedule_is_the_seeds_and_blocks_jump():
     starts = np.arange(2000) * 1e-3
     runs = [[(starts, starts * 1e-3 + 1e-6)]]  # duration grows with the instant: shows where we are
