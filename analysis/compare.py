@@ -390,7 +390,8 @@ class Quantity:
             return f"{self.name} {self.verdict} ({self.note or 'no estimate'})"
         interval = f"[{_f(d.low)}, {_f(d.high)}]" if d.low is not None else "[no interval]"
         tol_text = f"[{_f(tol[0])}, {_f(tol[1])}]" if tol else "-"
-        return f"{self.name} {what} {_f(d.value)} {interval}, tolerance {tol_text}: {self.verdict}"
+        why = f" ({self.note})" if self.note.startswith("not judged") else ""
+        return f"{self.name} {what} {_f(d.value)} {interval}, tolerance {tol_text}: {self.verdict}{why}"
 
 
 def _estimate(side: Side, name: str, key: str, c: Criteria) -> eq.Estimate:

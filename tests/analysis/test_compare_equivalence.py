@@ -224,6 +224,7 @@ def test_a_dispersion_that_rests_on_a_few_stalls_is_not_judged():
     n_eff = C.effective_tail_count(b.staleness_histogram)
     assert 3 <= n_eff < 10  # the three stalls, and a little of the Poisson spread
     assert q.verdict == "inconclusive" and f"rests on {n_eff:.0f} updates" in q.note, q.note
+    assert q.describe().endswith(f"inconclusive ({q.note})")  # the table says why
     loose = C.compare_pair(a, b, criteria=C.Criteria(min_effective=2)).quantities["dispersion"]
     assert loose.note == "" and loose.difference.low is not None  # below the guard: the interval decides
     same = C.compare_pair(a, make_run(rng.poisson(1.0, 4000), threads=2, seed=4)).quantities["dispersion"]
