@@ -698,6 +698,9 @@ def compare_results(results: Sequence[Any], files: Sequence[str | None] | None =
 
 def write_comparison(comparison: Comparison, out_dir: str | os.PathLike[str], fmt: str = "png") -> list[Path]:
     """Figures of the comparison into an existing folder (:func:`.compare_plots.write_figures`)."""
-    from leashed.analysis.compare_plots import write_figures  # matplotlib only when drawing
+    from leashed.interrupts import protected_import
+
+    protected_import("leashed.analysis.plots")  # matplotlib only when drawing
+    from leashed.analysis.compare_plots import write_figures
 
     return write_figures(comparison, Path(out_dir), fmt)

@@ -108,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
         path = write_json_atomic(args.out, fit_document(entries, models))
         print(f"wrote {path}")
     if args.plot:
-        from leashed.analysis import plots  # matplotlib only when plotting
+        from leashed.interrupts import protected_import
+
+        plots = protected_import("leashed.analysis.plots")  # matplotlib only when plotting
 
         path = plots.plot_staleness(results, args.plot, fits=all_fits)
         print(f"wrote {path}")

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from leashed import algorithms
+from leashed import algorithms, interrupts
 from leashed.errors import LeashedError
 
 #: the papers' asynchronous algorithms (Leashed-SGD and its two asynchronous baselines), trained for real
@@ -128,9 +128,9 @@ def _run_steps(args: argparse.Namespace) -> int:
         _command(["train", "--algorithm", algorithm, "--threads", str(args.threads), *common,
                   "--out", str(path)])
         trained.append(path)
-    from leashed.analysis.plots import plot_training
     from leashed.results import RunResult
 
+    plot_training = interrupts.protected_import("leashed.analysis.plots").plot_training
     curves = plot_training([RunResult.load(p) for p in trained], out / "training.png")
     print(f"      training curves: {curves}", flush=True)
 

@@ -19,13 +19,16 @@ the main thread, where Python cannot install signal handlers.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import signal
 import sys
 import threading
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
-__all__ = ["Aborted", "exit_status", "handling", "protected", "requested", "reset", "signalled"]
+__all__ = ["Aborted", "exit_status", "handling", "protected", "protected_import", "requested", "reset",
+           "signalled"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -100,6 +103,20 @@ def protected() -> Iterator[None]:
         yield
     finally:
         _state.depth -= 1
+
+
+def protected_import(name: str) -> ModuleType:
+    """``importlib.import_module(name)`` with the first signal only recorded (:func:`protected`).
+
+    An import that KeyboardInterrupt cuts short leaves the submodules it had finished in ``sys.modules``
+    without their parent; a later import in the same process then fails (matplotlib: "module
+    'matplotlib' has no attribute '_docstring'"). The lazily imported plotting modules go through here. A
+    signal recorded during the import is raised after it, outside any other protected section."""
+    with protected():
+        module = importlib.import_module(name)
+    if requested() and _state.depth == 0:  # the signal came during the import: act on it now
+        raise KeyboardInterrupt
+    return module
 
 
 def _quiet_unraisable(previous: Any) -> Any:

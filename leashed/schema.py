@@ -64,8 +64,10 @@ def safe_tree(value: Any) -> Any:
 def plain_text_plots() -> None:
     """Render all text of this process's matplotlib figures literally (no mathtext: a ``$\\undefined$``
     in a file name or label from a file is shown, not parsed). A no-op without matplotlib."""
+    from leashed.interrupts import protected_import
+
     try:
-        import matplotlib
+        matplotlib = protected_import("matplotlib")  # a signal must not cut the import short
     except ImportError:  # pragma: no cover - matplotlib is a dependency of the analysis extra
         return
     if "text.parse_math" in matplotlib.rcParams:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from leashed import algorithms
+from leashed import algorithms, interrupts
 from leashed.errors import DivergenceError, LeashedError, SpecError
 from leashed.models.registry import DATALESS_MODELS, model_descriptor
 from leashed.results import RunResult
@@ -156,7 +156,6 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "mpi" or (args.backend is None and args.from_file
                                  and RunResult.load(args.from_file).spec.backend == "mpi"):
         return _run_mpi(args)
-    from leashed import interrupts
     from leashed.limits import check_sizes
     from leashed.runtime.run import TAIL_CAVEAT
     from leashed.runtime.run import run as run_spec
@@ -220,7 +219,7 @@ def _run_mpi(args: argparse.Namespace) -> int:
 
 def _plot(result: RunResult, path: Path, quiet: bool) -> None:
     try:
-        from leashed.analysis.plots import plot_training
+        plot_training = interrupts.protected_import("leashed.analysis.plots").plot_training
     except ImportError as exc:
         print(f"leashed: plot skipped: leashed.analysis.plots is not available ({exc})", file=sys.stderr)
         return

@@ -220,3 +220,27 @@ def test_bench_stops_at_the_interrupted_step(tmp_path, sig):
 def test_report_counts():
     print(f"\nsignals: {COUNTS['instants']} instants signalled, promise broken {COUNTS['broken']} times")
     assert COUNTS["broken"] == 0
+
+
+def test_a_signal_during_a_lazy_import_waits_for_it(tmp_path, monkeypatch, quiet_signals):
+    """A package whose import a signal would cut short (a submodule done, the parent not) imports whole
+    through protected_import, and the signal is raised after it (matplotlib cut short this way failed
+    every later import in the process: "module 'matplotlib' has no attribute '_docstring'")."""
+    from leashed import interrupts
+
+    pkg = tmp_path / "slowpkg"
+    pkg.mkdir()
+    (pkg / "part.py").write_text("VALUE = 1\n")
+    (pkg / "__init__.py").write_text("import time\nfrom slowpkg import part\ntime.sleep(0.3)\nDONE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT))
+    with interrupts.handling():
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.protected_import("slowpkg")
+        timer.join()
+        # the import ran to its end before the signal was raised (cut short, it would not be in sys.modules)
+        assert sys.modules["slowpkg"].DONE and sys.modules["slowpkg"].part.VALUE == 1
+    interrupts.reset()
+    for name in ("slowpkg", "slowpkg.part"):
+        sys.modules.pop(name, None)

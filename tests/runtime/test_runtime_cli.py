@@ -114,3 +114,16 @@ def test_ctrl_c_saves_the_partial_result(tmp_path, capsys):
     result = RunResult.load(out)
     assert result.totals["interrupted"] is True
     assert 0 < result.totals["updates_applied"] < 400_000
+
+
+def test_the_coordinator_sleeps_long_unless_a_snapshot_or_the_end_is_near():
+    from leashed.runtime.run import POLL_INTERVAL_S, POLL_MIN_S, _next_poll
+
+    # 1,000 updates in 1 s: the next evaluation point 500 updates on is 0.5 s away -> the longest sleep
+    assert _next_poll(1000, 1.0, [1500, 5000], POLL_INTERVAL_S) == POLL_INTERVAL_S
+    # 20 updates on: 20 ms at this rate
+    assert _next_poll(1000, 1.0, [1020, 5000], POLL_INTERVAL_S) == pytest.approx(0.02)
+    # 1 update on, or nothing measured yet: the shortest
+    assert _next_poll(1000, 1.0, [1001], POLL_INTERVAL_S) == POLL_MIN_S
+    assert _next_poll(0, 0.0, [10], POLL_INTERVAL_S) == POLL_MIN_S
+    assert _next_poll(10, 0.1, [], POLL_INTERVAL_S) == POLL_MIN_S  # past every target: finishing now
