@@ -202,8 +202,7 @@ def _next_poll(done: int, elapsed: float, targets: list[int], longest: float) ->
     Each wake-up takes a core from a worker for a moment; on a machine with fewer cores than threads that
     reshuffles the scheduler's rotation (measured on the 2-core VM at m = 4: off-core gaps of 2.5 / 4.1 /
     8.1 ms at the 10th / 50th / 90th percentile with a 5 ms poll, 4.0 / 4.1 / 4.3 ms with 50 ms; two runs
-    each), so the
-    coordinator wakes rarely and only as often as the snapshots need."""
+    each), so the coordinator wakes rarely and only as often as the snapshots need."""
     ahead = [t - done for t in targets if t > done]
     if not ahead or done <= 0 or elapsed <= 0:
         return min(longest, POLL_MIN_S)
