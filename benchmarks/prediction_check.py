@@ -86,6 +86,20 @@ def _compare(out: Path, name: str, predicted: list[Path], measured: list[Path],
     return json.loads((target / "comparison.json").read_text())
 
 
+def _variants(args: argparse.Namespace, machine: Path, load: float) -> list[tuple[str, tuple[str, ...]]]:
+    """(name, ``leashed simulate`` options) of every prediction compared, for a background load of
+    ``load`` cores (used by the recorded-load variant of ``--busy-core``)."""
+    variants = [("calibrated", ("--machine", str(machine)))]
+    if args.busy_core:
+        variants = [("recorded load", ("--machine", str(machine), "--background-load", f"{load:.3f}")),
+                    ("load ignored", ("--machine", str(machine), "--ignore-load"))]
+    if args.pooled_too:
+        variants.append(("pooled resampling", (*variants[0][1], "--compute-resampling", "pooled")))
+    if not args.no_control:
+        variants.append(("wrong: --cores 16", ("--machine", str(machine), "--cores", "16")))
+    return variants
+
+
 def _load(run: Path) -> float:
     """The background load (cores) a run recorded in its ``metadata["machine"]``."""
     from leashed.results import RunResult
@@ -163,31 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     table = Table("calibrated predictions against the runtime (leashed, MNIST MLP, batch 64)",
                   ["m", "variant", "X pred", "X meas", "X", "CAS pred", "CAS meas", "CAS", "tau pred",
                    "tau meas", "TV", "TV verdict", "overall"])
-    rows = []
     for m in threads:
         loads = [_load(t) for t in targets[m]] if args.busy_core else [0.0] * repeats
         mean_load = sum(loads) / len(loads)
-        # (name, tag, options per round: the round's recorded load when paired, the mean load otherwise)
-        variants: list[tuple[str, str, list[tuple[str, ...]]]] = []
-        for r in range(repeats):
-            load = f"{loads[r] if paired else mean_load:.3f}"
-            per_round = [("calibrated", ("--machine", str(machine)))]
-            if args.busy_core:
-                per_round = [("recorded load", ("--machine", str(machine), "--background-load", load)),
-                             ("load ignored", ("--machine", str(machine), "--ignore-load"))]
-            if args.pooled_too:
-                per_round.append(("pooled resampling", (*per_round[0][1], "--compute-resampling", "pooled")))
-            if not args.no_control:
-                per_round.append(("wrong: --cores 16", ("--machine", str(machine), "--cores", "16")))
-            for k, (name, extra) in enumerate(per_round):
-                if r == 0:
-                    variants.append((name, name.split(":")[0].replace(" ", "-"), []))
-                variants[k][2].append(extra)
-        for name, tag, extras in variants:
-            if paired:
-                predicted = [_predict(out, f"{tag}-r{r}", m, rounds[r], *extras[r]) for r in range(repeats)]
+        for k, (name, _) in enumerate(_variants(args, machine, 0.0)):
+            tag = name.split(":")[0].replace(" ", "-")
+            if paired:  # each round's prediction takes the load its own target run recorded
+                predicted = [_predict(out, f"{tag}-r{r}", m, rounds[r],
+                                      *_variants(args, machine, loads[r])[k][1]) for r in range(repeats)]
             else:
-                predicted = [_predict(out, tag, m, calibration, *extras[0])]
+                predicted = [_predict(out, tag, m, calibration, *_variants(args, machine, mean_load)[k][1])]
             comparison = _compare(out, f"{tag}-m{m}", predicted, targets[m], paired)
             pair = comparison["pairs"][0]
             if args.busy_core and name == "recorded load":
@@ -200,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
                                              "CAS meas": cm, "CAS": cv, "tau pred": tp, "tau meas": tm,
                                              "TV": tv, "TV verdict": tvv, "overall": pair.get("verdict")})
             table.add(**row)
-            rows.append(row)
     how = (f"paired: round r's prediction calibrated from its own {rounds[0][0].name.split('-s')[0]}, "
            f"{rounds[0][1].name.split('-s')[0]} runs, {repeats} rounds" if paired else
            f"unpaired: calibrated from {', '.join(p.name for p in calibration)}")

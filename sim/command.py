@@ -211,7 +211,7 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
             slice_s = profile.time_slice_s if profile is not None else DEFAULT_TIME_SLICE_S
             machine = Machine(cores=given, time_slice_s=slice_s, background_load=float(args.background_load
                                                                                       or 0.0),
-                              switch_cost_s=switch_cost(profile, slice_s) if profile is not None else 0.0)
+                              switch_cost_s=switch_cost(profile, slice_s))
     changes["compute_time"] = compute_text
     changes["update_time"] = update_text
 
