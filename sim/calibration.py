@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from leashed.errors import SpecError
-from leashed.sim.machine import DEFAULT_TIME_SLICE_S, Machine, Scheduler
+from leashed.sim.machine import DEFAULT_TIME_SLICE_S, Machine, Scheduler, longest_regular_gap, rotation_jitter
 from leashed.sim.timeline import Timeline, attempt_timelines, compute_timeline
 from leashed.sim.timing import Empirical, Scaled, TimingModel, from_result
 
@@ -150,6 +150,59 @@ def switch_cost(profile: Any, time_slice_s: float) -> float:
     accounts for: 0 then."""
     gap = float(_profile_value(profile, "switch_gap_s", 0.0) or 0.0)
     return gap if 0.0 < gap < 0.1 * time_slice_s else 0.0
+
+
+def _time_shared_share(result: Any, cores: int) -> float:
+    """The core share of a run's threads for reading its gaps: min(1, (P − L)/m) with its recorded load L,
+    taken as 0 when under a tenth of the cores (the load probe's resolution is a 10 ms tick per core,
+    and a small L would move the rotation's longest gap from 1 slice to 2)."""
+    load = float(recorded_machine(result).get("background_load_cores") or 0.0)
+    return Scheduler.thread_share(int(result.spec.threads), cores, load if load >= 0.1 * cores else 0.0)
+
+
+def run_irregular_share(result: Any, cores: int, time_slice_s: float) -> tuple[float, int] | None:
+    """(share, gaps) of a runtime run's off-core gaps that are longer than the exact rotation keeps a
+    thread off (:func:`leashed.sim.machine.irregular_share`), or None when its threads did not time-share
+    the cores. A gap is read off each thread's commit times: an interval k slices (q = ``time_slice_s``)
+    longer than the thread's median interval, k = round(excess / q) ≥ 1."""
+    m = int(result.spec.threads)
+    share = _time_shared_share(result, cores)
+    if share >= 1.0 or len(result.updates) < 2:
+        return None
+    longest = longest_regular_gap(share)
+    gaps = long = 0
+    u = result.updates
+    for j in range(m):
+        times = np.sort(np.asarray(u.t_commit[(u.thread == j) & ~u.dropped], dtype=np.float64))
+        if len(times) < 3:
+            continue
+        intervals = np.diff(times)
+        slices = np.rint((intervals - np.median(intervals)) / time_slice_s)
+        gaps += int(np.count_nonzero(slices >= 1))
+        long += int(np.count_nonzero(slices > longest))
+    return (long / gaps, gaps) if gaps else None
+
+
+def measured_rotation_jitter(results: Sequence[Any], cores: int,
+                             time_slice_s: float) -> tuple[float, dict[str, Any]]:
+    """The rotation jitter (:class:`~leashed.sim.machine.JitteredScheduler`) of the calibration runs whose
+    threads time-shared the cores: each run's :func:`run_irregular_share` read off the model's curve at
+    that run's thread count and share (:func:`leashed.sim.machine.rotation_jitter`), weighted by its gaps;
+    (0, {}) when none time-shared. The jitter depends on what the threads do (on the 2-core VM about one
+    gap in eight is irregular with 4 MLP threads, about one in two with 4 threads that only copy or spin),
+    so it comes from runs of the model predicted, not from a micro-benchmark."""
+    total = weight = 0.0
+    seen = []
+    for r in results:
+        measured = run_irregular_share(r, cores, time_slice_s)
+        if measured is None:
+            continue
+        total += rotation_jitter(measured[0], int(r.spec.threads), _time_shared_share(r, cores)) * measured[1]
+        weight += measured[1]
+        seen.append(round(measured[0], 4))
+    if not weight:
+        return 0.0, {}
+    return total / weight, {"rotation_irregular_share": seen}
 
 
 def _profile_value(profile: Any, name: str, default: Any = None) -> Any:
@@ -286,10 +339,15 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
         calibrated_share = Scheduler.thread_share(min(int(results[closest].spec.threads), cores), cores,
                                                   float(np.mean(own)))
     slice_s = float(_profile_value(profile, "time_slice_s", DEFAULT_TIME_SLICE_S))
+    jitter, jitter_notes = 0.0, {}
+    if cores and profile is not None:  # the slice is the machine file's: without one, no gap is measurable
+        jitter, jitter_notes = measured_rotation_jitter(results, cores, slice_s)
     machine = Machine(cores=cores, time_slice_s=slice_s, switch_cost_s=switch_cost(profile, slice_s),
                       background_load=float(background_load), read_slowdown=slowdown,
                       copy_concurrency=concurrent,
                       calibrated_concurrency=max(1, min(max(r.spec.threads for r in results), cores or 1)),
                       calibrated_share=calibrated_share,
-                      notes={"machine_file": _profile_value(profile, "source", None) if profile else None})
+                      rotation_jitter=jitter,
+                      notes={"machine_file": _profile_value(profile, "source", None) if profile else None,
+                             **jitter_notes})
     return timing, machine

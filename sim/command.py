@@ -85,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "by S x the time another thread copies the vector it reads (taken out of "
                          "concurrent runs' compute times first); default 0, or the machine file's when "
                          "calibrating from one-thread runs")
+    machine.add_argument("--rotation-jitter", type=float, metavar="P", help="probability that a time slot "
+                         "breaks the rotation's ties at random (0: the exact rotation; default: read off the "
+                         "calibration runs whose threads time-shared the cores, else 0)")
     machine.add_argument("--attempt-model", choices=("runtime", "paper"), help="leashed: 'runtime' (default) "
                          "abandons an attempt at the competing commit as the runtime does; 'paper' charges "
                          "every failed attempt its full U (papers.md §2.1, the closed-form claims)")
@@ -212,6 +215,11 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
             machine = Machine(cores=given, time_slice_s=slice_s, background_load=float(args.background_load
                                                                                       or 0.0),
                               switch_cost_s=switch_cost(profile, slice_s))
+    if args.rotation_jitter is not None:
+        if machine.cores is None:
+            raise SpecError("--rotation-jitter needs cores that the threads share: give --machine, --cores P "
+                            "or --calibrate-from a runtime run")
+        machine = machine.replace(rotation_jitter=args.rotation_jitter)
     changes["compute_time"] = compute_text
     changes["update_time"] = update_text
 

@@ -15,6 +15,12 @@ default:
   the CPU time thread j has had by time t (:meth:`Scheduler.end_of`). A descheduled thread's compute or
   copy stretches. Lock waits are modelled as if the waiting thread kept its place in the rotation (a
   simplification; the runtime's mutex gives the core away); a thread that has finished keeps its slots.
+  A real scheduler does not keep the rotation exactly: with 4 busy threads on 2 cores about one gap in
+  eight is two slices instead of one. With ``rotation_jitter`` p > 0 (:class:`JitteredScheduler`) each
+  slot goes, as in the rotation, to the threads that have had the fewest slots, but with probability p
+  the ties among them are broken at random instead of longest-waiting first. p is read off the share of
+  such irregular gaps in calibration runs whose threads time-shared the cores
+  (:func:`sim.calibration.measured_rotation_jitter`), or given (``--rotation-jitter``); else 0.
 * **memory system** (:class:`Machine` fields): an update attempt whose source vector was last written by
   another thread draws its time from the *remote* law (the copy comes from another core's cache), and a
   gradient is slowed by ``read_slowdown`` × the time another core spends copying the vector it reads
@@ -33,13 +39,17 @@ run being predicted.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
+import random
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from leashed.errors import SpecError
 
-__all__ = ["Machine", "Scheduler"]
+__all__ = ["JitteredScheduler", "Machine", "Scheduler", "irregular_share", "longest_regular_gap",
+           "rotation_jitter"]
 
 #: default time slice when none was measured (EEVDF's base slice on 2 CPUs: 0.75 ms·(1 + log2 2))
 DEFAULT_TIME_SLICE_S = 1.5e-3
@@ -66,6 +76,9 @@ class Machine:
     #: the share of a core each thread of the calibration runs had, min(1, (P − L_cal)/c): measured
     #: compute times already hold that stretch, so threads are given share / calibrated_share
     calibrated_share: float = 1.0
+    #: probability that a time slot's ties are broken at random rather than in rotation order
+    #: (:class:`JitteredScheduler`; 0: the exact rotation)
+    rotation_jitter: float = 0.0
     notes: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +98,8 @@ class Machine:
             raise SpecError("calibrated copy concurrency must be >= 1")
         if not (isinstance(self.calibrated_share, (int, float)) and 0 < self.calibrated_share <= 1):
             raise SpecError(f"calibrated core share must be in (0, 1], not {self.calibrated_share!r}")
+        if not (isinstance(self.rotation_jitter, (int, float)) and 0 <= self.rotation_jitter <= 1):
+            raise SpecError(f"rotation jitter must be a probability in [0, 1], not {self.rotation_jitter!r}")
 
     @property
     def ideal(self) -> bool:
@@ -106,7 +121,8 @@ class Machine:
                 "background_load": self.background_load,
                 "read_slowdown": self.read_slowdown, "copy_concurrency": list(self.copy_concurrency),
                 "calibrated_concurrency": self.calibrated_concurrency,
-                "calibrated_share": self.calibrated_share, **self.notes}
+                "calibrated_share": self.calibrated_share, "rotation_jitter": self.rotation_jitter,
+                **self.notes}
 
     @classmethod
     def from_description(cls, data: dict[str, Any]) -> Machine:
@@ -121,14 +137,16 @@ class Machine:
                    read_slowdown=float(data.get("read_slowdown", 0.0)),
                    copy_concurrency=tuple(float(v) for v in data.get("copy_concurrency", ())),
                    calibrated_concurrency=int(data.get("calibrated_concurrency", 1)),
-                   calibrated_share=float(data.get("calibrated_share", 1.0)), notes=notes)
+                   calibrated_share=float(data.get("calibrated_share", 1.0)),
+                   rotation_jitter=float(data.get("rotation_jitter", 0.0)), notes=notes)
 
-    def scheduler(self, m: int) -> Scheduler | None:
-        """The time-sharing schedule of m threads on this machine; None when every thread has a core."""
+    def scheduler(self, m: int, seed: int = 0) -> Scheduler | None:
+        """The time-sharing schedule of m threads on this machine; None when every thread has a core.
+        ``seed`` seeds the random tie-breaks of a jittered rotation."""
         if self.cores is None:
             return None
         return Scheduler.cores(m, self.cores, self.time_slice_s, self.background_load, self.calibrated_share,
-                               self.switch_cost_s)
+                               self.switch_cost_s, self.rotation_jitter, seed)
 
 
 class Scheduler:
@@ -161,13 +179,18 @@ class Scheduler:
 
     @classmethod
     def cores(cls, m: int, cores: int, time_slice_s: float, background_load: float = 0.0,
-              calibrated_share: float = 1.0, switch_cost_s: float = 0.0) -> Scheduler | None:
+              calibrated_share: float = 1.0, switch_cost_s: float = 0.0, rotation_jitter: float = 0.0,
+              seed: int = 0) -> Scheduler | None:
         """The schedule of m threads on ``cores`` cores of which others take ``background_load``; None
         when every thread has a core to itself. The others never leave less than a tenth of the cores.
         ``calibrated_share``: the share the measured times already hold (:class:`Machine`); the threads
-        get min(1, (P − L)/m) / calibrated_share."""
+        get min(1, (P − L)/m) / calibrated_share. ``rotation_jitter`` > 0: a :class:`JitteredScheduler`."""
         share = cls.thread_share(m, cores, background_load) / calibrated_share
-        return None if share >= 1.0 else cls(m, share, time_slice_s, switch_cost_s)
+        if share >= 1.0:
+            return None
+        if rotation_jitter > 0:
+            return JitteredScheduler(m, share, time_slice_s, switch_cost_s, rotation_jitter, seed)
+        return cls(m, share, time_slice_s, switch_cost_s)
 
     @staticmethod
     def thread_share(m: int, cores: int, background_load: float = 0.0) -> float:
@@ -246,3 +269,117 @@ class Scheduler:
         if runs > self._runs_before(j, s):
             return t
         return self._slot_of_run(j, runs) * self.q
+
+
+class JitteredScheduler(Scheduler):
+    """The rotation of :class:`Scheduler`, with the irregularity of a real scheduler.
+
+    Slot s runs as many threads as the rotation does (Σ_j [N_j(s + 1) − N_j(s)]): those that have had the
+    fewest slots so far, ties going to the thread that has waited longest, then the lowest-numbered, so
+    that with ``jitter`` = 0 the slots are exactly the rotation's (tested). With probability ``jitter`` a
+    slot breaks its ties at random instead; every thread still gets ρ of the slots, within one slot at
+    any time, but some wait two slices where the rotation has them wait one and others run two. The slots
+    are drawn in order, as far as a query needs, from one generator seeded by ``seed``."""
+
+    __slots__ = ("jitter", "_rng", "_slots", "_served", "_last", "_drawn")
+
+    _CHUNK = 256
+
+    def __init__(self, m: int, share: float, time_slice_s: float, switch_cost_s: float = 0.0,
+                 jitter: float = 0.0, seed: int = 0) -> None:
+        super().__init__(m, share, time_slice_s, switch_cost_s)
+        if not 0.0 <= jitter <= 1.0:
+            raise ValueError(f"rotation jitter must be in [0, 1], not {jitter!r}")
+        self.jitter = float(jitter)
+        self._rng = random.Random(seed * 1_000_003 + 0x5C4ED)
+        self._slots: list[list[int]] = [[] for _ in range(m)]  # each thread's running slots, ascending
+        self._served = [0] * m  # slots each thread has had among the drawn ones
+        self._last = [-1] * m  # the last drawn slot each thread ran in
+        self._drawn = 0  # slots 0 .. _drawn − 1 are drawn
+
+    def _draw(self, upto: int) -> None:
+        """Draw the slots up to ``upto`` (exclusive), in chunks."""
+        rotation = super()._runs_before
+        served, last, slots, rng, m = self._served, self._last, self._slots, self._rng, self.m
+        upto = max(upto, self._drawn + self._CHUNK)
+        for s in range(self._drawn, upto):
+            count = sum(rotation(j, s + 1) - rotation(j, s) for j in range(m))
+            if rng.random() < self.jitter:
+                keys = [rng.random() for _ in range(m)]
+                order = sorted(range(m), key=lambda j: (served[j], keys[j]))
+            else:
+                order = sorted(range(m), key=lambda j: (served[j], last[j], j))
+            for j in order[:count]:
+                served[j] += 1
+                last[j] = s
+                slots[j].append(s)
+        self._drawn = upto
+
+    def _runs_before(self, j: int, s: int) -> int:
+        if s >= self._drawn:
+            self._draw(s + 1)
+        return bisect.bisect_left(self._slots[j], s)
+
+    def _slot_of_run(self, j: int, k: int) -> int:
+        slots = self._slots[j]
+        while len(slots) <= k:
+            self._draw(self._drawn + self._CHUNK)
+        return slots[k]
+
+    def _in_slot(self, j: int, s: int) -> bool:
+        if s >= self._drawn:
+            self._draw(s + 1)
+        slots = self._slots[j]
+        k = bisect.bisect_left(slots, s)
+        return k < len(slots) and slots[k] == s
+
+
+def longest_regular_gap(share: float) -> int:
+    """The longest off-core gap (in slots) of the exact rotation at ``share``: ⌈(1 − ρ)/ρ⌉."""
+    return max(1, math.ceil((1.0 - share) / share - 1e-9))
+
+
+def irregular_share(scheduler: Scheduler, slots: int) -> float:
+    """Of the threads' off-core gaps in the first ``slots`` slots, the share longer than the exact rotation
+    ever keeps a thread off (:func:`longest_regular_gap`): 0 for the rotation; with 4 threads on 2 cores,
+    the gaps of two slices or more."""
+    longest = longest_regular_gap(scheduler.share)
+    gaps = long = 0
+    for j in range(scheduler.m):
+        previous = None
+        for s in range(slots):
+            if scheduler._in_slot(j, s):
+                if previous is not None and s - previous > 1:
+                    gaps += 1
+                    long += s - previous - 1 > longest
+                previous = s
+    return long / gaps if gaps else 0.0
+
+
+@functools.lru_cache(maxsize=64)
+def _irregular_curve(m: int, share: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(jitter grid, :func:`irregular_share` of m threads at ``share`` at each), non-decreasing."""
+    grid = tuple(k / 10 for k in range(11))
+    slots = max(500, 8000 // m)
+    shares, top = [], 0.0
+    for p in grid:
+        top = max(top, irregular_share(JitteredScheduler(m, share, 1.0, 0.0, p, seed=2013), slots))
+        shares.append(top)
+    return grid, tuple(shares)
+
+
+def rotation_jitter(irregular: float, m: int, share: float) -> float:
+    """The ``rotation_jitter`` at which m threads at ``share`` have the share ``irregular`` of their off-core
+    gaps longer than the rotation's (:func:`irregular_share`), read off the model's own curve; 0 at or
+    below 0, 1 beyond the curve's end."""
+    if irregular <= 0 or not 0 < share < 1:
+        return 0.0
+    grid, shares = _irregular_curve(int(m), round(float(share), 9))
+    if irregular >= shares[-1]:
+        return 1.0
+    for k in range(1, len(grid)):
+        if irregular <= shares[k]:
+            low, high = shares[k - 1], shares[k]
+            step = (irregular - low) / (high - low) if high > low else 0.0
+            return grid[k - 1] + step * (grid[k] - grid[k - 1])
+    return 1.0

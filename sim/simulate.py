@@ -253,7 +253,7 @@ def _run(spec: ExperimentSpec, timing: TimingModel, engine: Any, n_total: int, s
         else:
             worker = MACHINE_WORKERS[spec.algorithm]
         chunks = spec.extra.get("copy_chunks", timing.notes.get("copy_chunks", 0))
-        scheduler = machine.scheduler(m)
+        scheduler = machine.scheduler(m, seed=spec.seed)
         if scheduler is not None:
             place = _placement(scheduler, clock)
         shared.machine_state = MachineState(machine, scheduler,

@@ -131,3 +131,23 @@ def test_read_slowdown_is_recovered_from_a_one_thread_and_a_two_thread_run(slowd
     timing, machine = calibrate([_as_runtime(r) for r in runs], ["m1", "m2"], 2)
     assert timing.notes["read_slowdown_estimated"] == pytest.approx(estimate)
     assert machine.read_slowdown == 0.0  # the m = 2 compute times already hold the slowdown
+
+
+def test_a_calibration_run_that_time_shared_the_cores_sets_the_rotation_jitter():
+    """Runs at m <= P give the exact rotation; a run at m > P gives the jitter read off its gaps, on the
+    machine file's time slice (without one no gap can be read: 0)."""
+    from types import SimpleNamespace
+
+    profile = SimpleNamespace(time_slice_s=4e-3, cores=2, switch_gap_s=0.0, copy_concurrent_s=(),
+                              read_slowdown=0.0, source=None)
+    timing = TimingModel(Gamma(500e-6, 0.1), Constant(20e-6), update_remote=Constant(30e-6))
+    shared = run_simulation(spec_of("leashed", 4, 4000, "const:1", "const:1", seed=3), timing, metadata=False,
+                            machine=Machine(cores=2, time_slice_s=4e-3, rotation_jitter=0.5)).result
+    r1, r2, r4 = _as_runtime(_run(1)), _as_runtime(_run(2)), _as_runtime(shared, {"usable_cores": 2})
+    _, exact = calibrate([r1, r2], ["m1", "m2"], 8, profile=profile)
+    assert exact.rotation_jitter == 0.0 and "rotation_irregular_share" not in exact.notes
+    _, jittered = calibrate([r1, r2, r4], ["m1", "m2", "m4"], 8, profile=profile)
+    assert jittered.rotation_jitter == pytest.approx(0.5, abs=0.15)
+    assert len(jittered.notes["rotation_irregular_share"]) == 1
+    _, blind = calibrate([r1, r2, r4], ["m1", "m2", "m4"], 8)
+    assert blind.rotation_jitter == 0.0

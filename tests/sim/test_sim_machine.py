@@ -7,7 +7,7 @@ import pytest
 from simtest_helpers import spec_of
 
 from leashed.errors import SpecError
-from leashed.sim.machine import Machine, Scheduler
+from leashed.sim.machine import JitteredScheduler, Machine, Scheduler, irregular_share, rotation_jitter
 from leashed.sim.simulate import run_simulation
 
 
@@ -180,3 +180,89 @@ def test_read_slowdown_needs_both_threads_on_a_core():
     two = run_simulation(spec, metadata=False, machine=Machine(cores=2, read_slowdown=1.0)).result
     free = run_simulation(spec, metadata=False, machine=Machine(cores=2)).result
     assert two.totals["wall_time_s"] > free.totals["wall_time_s"]
+
+
+@pytest.mark.parametrize("m, cores, load", [(3, 2, 0.0), (4, 2, 0.0), (8, 2, 0.0), (5, 2, 0.3), (7, 3, 0.5),
+                                            (16, 2, 0.0), (9, 4, 1.7)])
+def test_jittered_scheduler_without_jitter_is_the_rotation(m, cores, load):
+    """Fewest slots first, then longest waiting, then lowest number: exactly the rotation's slots."""
+    share = Scheduler.thread_share(m, cores, load)
+    exact, table = Scheduler(m, share, 1.0), JitteredScheduler(m, share, 1.0, jitter=0.0)
+    assert [[table.running(j, s + 0.5) for s in range(300)] for j in range(m)] == \
+        [[exact.running(j, s + 0.5) for s in range(300)] for j in range(m)]
+    assert table.cpu(m - 1, 123.4) == exact.cpu(m - 1, 123.4) and table.wall(0, 77.7) == exact.wall(0, 77.7)
+
+
+@pytest.mark.parametrize("m, cores, load", [(4, 2, 0.0), (8, 2, 0.0), (5, 2, 0.3)])
+def test_jittered_scheduler_keeps_every_share_and_core_count(m, cores, load):
+    share = Scheduler.thread_share(m, cores, load)
+    exact, s = Scheduler(m, share, 1.0), JitteredScheduler(m, share, 1.0, jitter=0.6, seed=4)
+    for slot in range(0, 400, 7):  # as many threads per slot as the rotation; every share within one slot
+        t = slot + 0.5
+        assert sum(s.running(j, t) for j in range(m)) == sum(exact.running(j, t) for j in range(m))
+        for j in range(m):
+            assert abs(s.cpu(j, slot) - share * slot) <= 1.0 + 1e-9
+    for j in range(m):  # cpu and wall are inverses on the running slots
+        for c in (0.25, 1.0, 7.5, 33.3):
+            assert s.cpu(j, s.wall(j, c)) == pytest.approx(c)
+    again = JitteredScheduler(m, share, 1.0, jitter=0.6, seed=4)
+    other = JitteredScheduler(m, share, 1.0, jitter=0.6, seed=5)
+    pattern = [[x.running(j, t + 0.5) for t in range(200) for j in range(m)] for x in (s, again, other)]
+    assert pattern[0] == pattern[1] != pattern[2]  # one seed, one schedule
+
+
+def test_rotation_jitter_reproduces_the_measured_irregular_share():
+    """4 busy threads on 2 cores: the exact rotation keeps every thread off for one slice; jitter makes a
+    share of the gaps two slices long, and rotation_jitter inverts that (on other seeds than its own)."""
+    assert irregular_share(Scheduler(4, 0.5, 1.0), 400) == 0.0
+    shares = [irregular_share(JitteredScheduler(4, 0.5, 1.0, jitter=p, seed=9), 3000)
+              for p in (0.2, 0.5, 1.0)]
+    assert 0.0 < shares[0] < shares[1] < shares[2] < 0.5
+    for measured in (0.05, 0.13, 0.25):
+        p = rotation_jitter(measured, 4, 0.5)
+        seen = np.mean([irregular_share(JitteredScheduler(4, 0.5, 1.0, jitter=p, seed=s), 2000)
+                        for s in (21, 22, 23)])
+        assert seen == pytest.approx(measured, abs=0.015)
+    assert rotation_jitter(0.0, 4, 0.5) == 0.0 and rotation_jitter(0.99, 4, 0.5) == 1.0
+    # 8 threads on 2 cores: the rotation keeps a thread off 3 slices; longer gaps are the irregular ones
+    assert irregular_share(Scheduler(8, 0.25, 1.0), 400) == 0.0
+    assert irregular_share(JitteredScheduler(8, 0.25, 1.0, jitter=0.5, seed=3), 1000) > 0.05
+
+
+def test_rotation_jitter_is_read_off_calibration_runs_that_time_shared_the_cores():
+    """A run's commit times show its off-core gaps: simulated on a jittered rotation, the jitter read off
+    its irregular gaps is the one it was simulated with; none where the threads had their own cores."""
+    from leashed.sim.calibration import measured_rotation_jitter, run_irregular_share
+
+    def run(m: int, jitter: float):
+        spec = spec_of("hogwild", m, 4000, "const:0.5ms", "const:20us")
+        return run_simulation(spec, metadata=False, machine=Machine(cores=2, time_slice_s=4e-3,
+                                                                    rotation_jitter=jitter)).result
+
+    exact, jittered = run(4, 0.0), run(4, 0.5)
+    assert run_irregular_share(exact, 2, 4e-3)[0] == 0.0
+    share, gaps = run_irregular_share(jittered, 2, 4e-3)
+    assert gaps > 400 and share > 0.05
+    jitter, notes = measured_rotation_jitter([exact, jittered], 2, 4e-3)
+    alone, _ = measured_rotation_jitter([jittered], 2, 4e-3)
+    assert alone == pytest.approx(0.5, abs=0.12)
+    assert 0 < jitter < alone and notes["rotation_irregular_share"][0] == 0.0
+    assert run_irregular_share(run(2, 0.5), 2, 4e-3) is None  # 2 threads, 2 cores: nothing time-shared
+    assert measured_rotation_jitter([run(2, 0.0)], 2, 4e-3) == (0.0, {})
+
+
+def test_rotation_jitter_option(tmp_path):
+    from leashed.results import RunResult
+
+    from conftest import assert_one_line_error, run_cli
+
+    common = ["simulate", "--algorithm", "hogwild", "--threads", "4", "--compute-time", "const:1ms",
+              "--update-time", "const:20us", "--updates", "200", "--quiet"]
+    assert run_cli(*common, "--cores", "2", "--rotation-jitter", "0.3", "--out", str(tmp_path / "a.npz")
+                   ).returncode == 0
+    assert RunResult.load(tmp_path / "a.npz").extra["machine"]["rotation_jitter"] == 0.3
+    assert_one_line_error(run_cli(*common, "--cores", "2", "--rotation-jitter", "1.5", "--out",
+                                  str(tmp_path / "c.npz")), "rotation jitter")
+    assert_one_line_error(run_cli(*common, "--rotation-jitter", "0.5", "--out", str(tmp_path / "d.npz")),
+                          "--rotation-jitter needs cores")
+    assert not (tmp_path / "c.npz").exists() and not (tmp_path / "d.npz").exists()
