@@ -1,9 +1,15 @@
 """``leashed demo``: the built-in default experiment, end to end, in a few minutes on 2 cores.
 
 1. train ``leashed``, ``lock`` and ``hogwild`` for real at 2 threads on MNIST (MLP 784-128-10);
-2. calibrate the simulator from the leashed run and predict m = 2, 4, 8, 16 on this machine;
+2. calibrate the simulator from one- and two-thread leashed runs and predict m = 2, 4, 8, 16 on this
+   machine; in each of ``--rounds`` rounds, a one- and a two-thread calibration run and a measured run at
+   m = ``--compare-threads`` (default: one thread more than the usable cores, so that the threads
+   time-share them and the prediction is of a setting no calibration run had), and the prediction of
+   that run from that round's calibration runs only;
 3. fit the staleness models (papers.md §4) to every run;
-4. compare the prediction with the measurement at m = 2;
+4. compare the predictions with the measured runs in pairs (``leashed compare --paired``): a machine whose
+   speed drifts between runs moves a round's calibration and measured runs together, so a pair's
+   difference is the simulator's error, not the drift (docs/analysis.md, "Paired comparisons");
 5. write one HTML report of all of it; its path is printed last.
 
 Each step is the corresponding ``leashed`` command (the same parser and code), so the demo shows what to
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import sys
 import time
@@ -25,6 +32,9 @@ from leashed.errors import LeashedError
 #: the papers' asynchronous algorithms (Leashed-SGD and its two asynchronous baselines), trained for real
 DEMO_ALGORITHMS = tuple(algorithms.algorithm(name).name for name in ("leashed", "lock", "hogwild"))
 PREDICT_THREADS = (2, 4, 8, 16)
+#: paired rounds of step 4 (``--rounds``; two with ``--quick``): on the 2-core VM a pair's throughput
+#: ratio varies by about 13 % between rounds, so 20 pairs give an interval of about ±5 %
+DEFAULT_ROUNDS = 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="mnist", help="data set (default: mnist)")
     parser.add_argument("--model", default="mlp", help="model (default: mlp, 784-128-10)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=None,
+                        help=f"paired rounds of calibration and measured runs that step 4 compares "
+                             f"(default: {DEFAULT_ROUNDS}, 2 with --quick; at least 2)")
+    parser.add_argument("--compare-threads", type=int, default=None, metavar="M",
+                        help="threads of the measured runs that step 4 compares with their predictions "
+                             "(default: usable cores + 1)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke-sized run (a fraction of an epoch; for tests)")
 
@@ -74,14 +90,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _held_out_prediction(runs: Path, calibration: list[Path], machine: Path, args: argparse.Namespace,
-                         *extra: str) -> Path:
-    """The prediction of the measured setting from the calibration runs (one and two threads) and the
-    machine file only: it is never calibrated from the run it is compared with (docs/simulator.md,
-    "Calibrated predictions")."""
+                         round_: int, *extra: str) -> Path:
+    """Round ``round_``'s prediction of the measured setting from that round's calibration runs (one and
+    two threads) and the machine file only: it is never calibrated from the run it is compared with
+    (docs/simulator.md, "Calibrated predictions")."""
     suffix = "-loaded" if extra else ""
-    path = runs / f"sim-leashed-m{args.threads}{suffix}.npz"
+    path = runs / f"sim-leashed-m{args.compare_threads}-r{round_}{suffix}.npz"
     _command(["simulate", *_calibrate_from(calibration), "--machine", str(machine), "--threads",
-              str(args.threads), "--seed", str(args.seed), *extra, "--out", str(path)])
+              str(args.compare_threads), "--seed", str(args.seed + round_), "--quiet", *extra,
+              "--out", str(path)])
     return path
 
 
@@ -90,25 +107,42 @@ def _calibrate_from(paths: list[Path]) -> list[str]:
     return [arg for path in paths for arg in ("--calibrate-from", str(path))]
 
 
-def _loaded_note(result: object, calibration: list[Path], machine: Path, runs: Path, out: Path,
+def _loaded_note(measured: list[Path], calibration: list[list[Path]], machine: Path, runs: Path, out: Path,
                  args: argparse.Namespace) -> None:
-    """On a loaded machine, say so, and compare the prediction that accounts for the measured run's load."""
+    """When the machine was loaded during a measured run, say so, and compare, in pairs again, the
+    predictions that take each measured run's recorded load (``--background-load``)."""
     from leashed.machine import machine_loaded
+    from leashed.results import RunResult
 
-    record = (getattr(result, "metadata", {}) or {}).get("machine") or {}
-    if not machine_loaded(record):
+    records = [(RunResult.load(p).metadata or {}).get("machine") or {} for p in measured]
+    loaded = [k for k, record in enumerate(records) if machine_loaded(record)]
+    if not loaded:
         return
-    load = float(record.get("background_load_cores") or 0.0)
-    print(f"      the machine was loaded during the measured run: other processes took {load:.2f} cores' "
-          f"worth (`leashed inspect`); the prediction for that load:", flush=True)
-    loaded = _held_out_prediction(runs, calibration, machine, args, "--background-load", f"{load:.3f}")
-    _command(["compare", str(loaded), str(runs / f"train-leashed-m{args.threads}.npz"),
+    loads = [float(record.get("background_load_cores") or 0.0) for record in records]
+    print(f"      the machine was loaded during {len(loaded)} of the {len(measured)} measured runs: other "
+          f"processes took up to {max(loads[k] for k in loaded):.2f} cores' worth (`leashed inspect`); "
+          f"the predictions for the loads each run recorded:", flush=True)
+    predictions = [_held_out_prediction(runs, calibration[k], machine, args, k, "--background-load",
+                                        f"{loads[k]:.3f}") for k in range(len(measured))]
+    _command(["compare", "--paired", *map(str, predictions), *map(str, measured),
               "--out", str(out / "compare-loaded")])
+
+
+def _rounds(args: argparse.Namespace) -> int:
+    rounds = args.rounds if args.rounds is not None else (2 if args.quick else DEFAULT_ROUNDS)
+    if rounds < 2:
+        raise LeashedError(f"--rounds must be at least 2 (a paired comparison needs two pairs), not {rounds}")
+    return rounds
 
 
 def _run_steps(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise LeashedError(f"--threads must be at least 1, not {args.threads}")
+    rounds = _rounds(args)
+    if args.compare_threads is None:
+        args.compare_threads = len(os.sched_getaffinity(0)) + 1 if hasattr(os, "sched_getaffinity") else 3
+    if args.compare_threads < 1:
+        raise LeashedError(f"--compare-threads must be at least 1, not {args.compare_threads}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise LeashedError(f"--out {out} exists and is not a folder; choose another --out")
@@ -135,22 +169,32 @@ def _run_steps(args: argparse.Namespace) -> int:
     print(f"      training curves: {curves}", flush=True)
 
     print(f"[2/5] simulating m = {', '.join(map(str, PREDICT_THREADS))} on this machine, calibrated from "
-          f"one- and two-thread leashed runs and `leashed calibrate`", flush=True)
-    measured = runs / f"train-leashed-m{args.threads}.npz"
+          f"one- and two-thread leashed runs and `leashed calibrate`; {rounds} rounds of calibration "
+          f"runs and a measured run at m = {args.compare_threads}", flush=True)
     machine = out / "machine.json"
     _command(["calibrate", *(["--quick"] if args.quick else []), "--out", str(machine)])
-    calibration = []
-    for m in (1, 2):  # calibration runs, never the measured one (another seed)
-        path = runs / f"calibrate-leashed-m{m}.npz"
-        _command(["train", "--algorithm", "leashed", "--threads", str(m), *common, "--evaluations", "0",
-                  "--seed", str(args.seed + 100 * m), "--out", str(path)])
-        calibration.append(path)
-    held_out = _held_out_prediction(runs, calibration, machine, args)
+    calibration: list[list[Path]] = []
+    measured: list[Path] = []
+    for r in range(rounds):  # a round's runs follow each other within seconds: they share the drift
+        print(f"      round {r + 1}/{rounds}", flush=True)
+        pair = []
+        for m in (1, 2):  # calibration runs, never a measured one (other seeds)
+            path = runs / f"calibrate-leashed-m{m}-r{r}.npz"
+            _command(["train", "--algorithm", "leashed", "--threads", str(m), *common, "--evaluations", "0",
+                      "--seed", str(args.seed + 100 * m + r), "--quiet", "--out", str(path)])
+            pair.append(path)
+        calibration.append(pair)
+        path = runs / f"measure-leashed-m{args.compare_threads}-r{r}.npz"
+        _command(["train", "--algorithm", "leashed", "--threads", str(args.compare_threads), *common,
+                  "--evaluations", "0", "--seed", str(args.seed + 1000 + r), "--quiet", "--out", str(path)])
+        measured.append(path)
+    held_out = [_held_out_prediction(runs, calibration[r], machine, args, r) for r in range(rounds)]
+    every_calibration = [path for pair in calibration for path in pair]
     predicted = []
-    for m in PREDICT_THREADS:  # the other thread counts may use every run made here
-        path = held_out if m == args.threads else runs / f"sim-leashed-m{m}.npz"
-        if m != args.threads:
-            _command(["simulate", *_calibrate_from([*calibration, measured]), "--machine", str(machine),
+    for m in PREDICT_THREADS:  # the other thread counts may use every calibration run
+        path = held_out[0] if m == args.compare_threads else runs / f"sim-leashed-m{m}.npz"
+        if m != args.compare_threads:
+            _command(["simulate", *_calibrate_from(every_calibration), "--machine", str(machine),
                       "--threads", str(m), "--seed", str(args.seed), "--out", str(path)])
         predicted.append(path)
 
@@ -158,12 +202,12 @@ def _run_steps(args: argparse.Namespace) -> int:
     _command(["fit", *map(str, trained + predicted), "--out", str(out / "fit.json"),
               "--plot", str(out / "fit.png")])
 
-    print(f"[4/5] comparing the prediction of m = {args.threads} (calibrated without that run) with the "
-          f"measured run", flush=True)
-    if held_out not in predicted:
-        predicted.append(held_out)
-    _command(["compare", str(held_out), str(measured), "--out", str(out / "compare")])
-    _loaded_note(RunResult.load(measured), calibration, machine, runs, out, args)
+    print(f"[4/5] comparing the predictions of m = {args.compare_threads} (each calibrated from its round's "
+          f"calibration runs only) with the measured runs, in pairs", flush=True)
+    if held_out[0] not in predicted:
+        predicted.append(held_out[0])
+    _command(["compare", "--paired", *map(str, held_out), *map(str, measured), "--out", str(out / "compare")])
+    _loaded_note(measured, calibration, machine, runs, out, args)
 
     print("[5/5] writing the report", flush=True)
     from leashed.analysis.report import build_report
