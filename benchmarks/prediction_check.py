@@ -90,6 +90,9 @@ def _variants(args: argparse.Namespace, machine: Path, load: float) -> list[tupl
     """(name, ``leashed simulate`` options) of every prediction compared, for a background load of
     ``load`` cores (used by the recorded-load variant of ``--busy-core``)."""
     variants = [("calibrated", ("--machine", str(machine)))]
+    if args.rotation_jitter is not None:  # a sensitivity check: the jitter is given, not measured
+        variants = [(f"calibrated, jitter {args.rotation_jitter:g}",
+                     ("--machine", str(machine), "--rotation-jitter", f"{args.rotation_jitter:g}"))]
     if args.busy_core:
         variants = [("recorded load", ("--machine", str(machine), "--background-load", f"{load:.3f}")),
                     ("load ignored", ("--machine", str(machine), "--ignore-load"))]
@@ -139,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse-runs", action="store_true", help="keep the runtime runs (and machine "
                         "file) already in --out, run only the missing ones: predict again after a "
                         "simulator change")
+    parser.add_argument("--rotation-jitter", type=float, metavar="P", help="predict with this rotation "
+                        "jitter (`leashed simulate --rotation-jitter`) instead of the calibrated one (0 from "
+                        "runs at m <= 2): a sensitivity check, since P is not measured before the runs")
     parser.add_argument("--quick", action="store_true", help="a smoke run: m = 1, 2, 500 updates each "
                         "(numbers not meaningful)")
     args = parser.parse_args(argv)
@@ -181,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         loads = [_load(t) for t in targets[m]] if args.busy_core else [0.0] * repeats
         mean_load = sum(loads) / len(loads)
         for k, (name, _) in enumerate(_variants(args, machine, 0.0)):
-            tag = name.split(":")[0].replace(" ", "-")
+            tag = name.split(":")[0].replace(",", "").replace(" ", "-")
             if paired:  # each round's prediction takes the load its own target run recorded
                 predicted = [_predict(out, f"{tag}-r{r}", m, rounds[r],
                                       *_variants(args, machine, loads[r])[k][1]) for r in range(repeats)]
