@@ -7,7 +7,9 @@ Two things live here (docs/machine.md has the field-by-field description):
   model needs (docs/papers.md §2.1: the copy and apply of a Leashed attempt; §6.1: what limits the
   speedup of m threads on P cores): copy/axpy of a vector of the model's size from the thread's own
   cache and from another core's, 1..P concurrent copiers, the slowdown of a read pass while another
-  core copies the same vector, the scheduler's time slice, and the idle share of each usable core.
+  core copies the same vector, the scheduler's time slice, and the idle share of each usable core; with
+  ``--from RUN.npz`` also how the scheduler rotates RUN's own threads when they outnumber the cores
+  (leashed.runtime.rotation).
   It is stored as JSON, format ``leashed-machine`` version 1, written atomically; :func:`load_machine`
   refuses anything else with one line naming the file and the field.
 * :class:`RunProbe` and :func:`thread_machine`, the runtime's record of the machine during a run
@@ -74,6 +76,10 @@ class MachineProfile:
     switch_gap_s: float                   # median time from one thread's last run to the other's (0: none)
     idle_share: list[float]               # per usable core: idle fraction before the benchmarks
     background_load: float                # sum over usable cores of (1 - idle): cores used by others
+    #: with --from RUN.npz: of the off-core gaps of RUN's model run with 2P threads, the share longer than
+    #: the exact rotation's, and the simulator's rotation jitter read off it (None: not measured)
+    rotation_irregular_share: float | None = None
+    rotation_jitter: float | None = None
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
@@ -112,6 +118,8 @@ class MachineProfile:
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name in ("format", "format_version"):
+                continue
+            if f.name not in data and f.name in _OPTIONAL:
                 continue
             if f.name not in data:
                 raise MachineFileError(f"{source}: field {f.name} is missing; rerun `leashed calibrate`")
@@ -183,7 +191,11 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "read_slowdown": _float(-1.0), "time_slice_s": _float(0.0), "time_slice_quantiles_s": _quantiles,
     "switch_gap_s": _float(0.0, strict=False), "idle_share": _list(_float(0.0, strict=False, high=1.0)),
     "background_load": _float(0.0, strict=False), "metadata": _metadata,
+    "rotation_irregular_share": lambda v: None if v is None else _float(0.0, strict=False, high=1.0)(v),
+    "rotation_jitter": lambda v: None if v is None else _float(0.0, strict=False, high=1.0)(v),
 }
+#: fields that files of older versions lack (read as None: not measured)
+_OPTIONAL = frozenset({"rotation_irregular_share", "rotation_jitter"})
 
 
 def load_machine(path: str | os.PathLike[str]) -> MachineProfile:
@@ -362,9 +374,11 @@ def _time_slices(bench: Any, cpu: int, seconds: float) -> tuple[float, dict[str,
 
 
 def calibrate(dim: int = DEFAULT_DIM, quick: bool = False,
-              say: Callable[[str], None] | None = None) -> MachineProfile:
+              say: Callable[[str], None] | None = None, rotation_from: Any = None) -> MachineProfile:
     """Measure this machine (a few seconds on 2 cores; ``quick`` about a third). ``say`` gets one line per
-    phase. Every benchmark is a nogil C function of leashed.runtime._machine; times are medians."""
+    phase. Every benchmark is a nogil C function of leashed.runtime._machine; times are medians.
+    ``rotation_from`` (a runtime RunResult): also run its spec with 2P threads for about a second (half
+    with ``quick``) and measure how the scheduler rotates them (leashed.runtime.rotation)."""
     from leashed.results import machine_metadata
     from leashed.runtime import _machine as bench
 
@@ -425,7 +439,15 @@ def calibrate(dim: int = DEFAULT_DIM, quick: bool = False,
                            f"--dim") from None
     if not measured:
         notes.append("no descheduling seen: time_slice_s is the measured span (a lower bound)")
+    irregular = jitter = None
+    rotation_notes: dict[str, Any] = {}
+    if rotation_from is not None:
+        from leashed.runtime.rotation import measure_rotation
+
+        irregular, jitter, rotation_notes = measure_rotation(rotation_from, len(cpus), slice_s,
+                                                             0.5 if quick else 1.0, say)
     meta = machine_metadata()
+    meta.update(rotation_notes)
     meta.update({"pinned": pinned, "quick": bool(quick), "slice_gap_threshold_s": SLICE_GAP_S,
                  "calibrate_s": time.monotonic() - started, "notes": notes})
     return MachineProfile(
@@ -433,7 +455,7 @@ def calibrate(dim: int = DEFAULT_DIM, quick: bool = False,
         copy_remote_s=remote["copy"], axpy_remote_s=remote["axpy"], copy_concurrent_s=concurrent,
         read_slowdown=float(slowdown), time_slice_s=float(slice_s), time_slice_quantiles_s=quantiles,
         switch_gap_s=float(gap), idle_share=idle, background_load=float(sum(1.0 - s for s in idle)),
-        metadata=meta)
+        rotation_irregular_share=irregular, rotation_jitter=jitter, metadata=meta)
 
 
 # ============================================================================ the command
@@ -446,14 +468,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("--dim", type=int, metavar="D", help=f"float32 elements of the benchmarked vector "
                       f"(default {DEFAULT_DIM}, the MNIST MLP 784-128-10)")
     size.add_argument("--from", dest="from_file", metavar="RUN.npz", help="use the parameter count of this "
-                      "results file")
+                      "results file; for a runtime run of leashed or hogwild, also run its spec with 2P "
+                      "threads for a second and measure how the scheduler rotates them")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (about a second)")
 
 
-def _dim_of(path: str) -> int:
-    from leashed.results import RunResult
-
-    result = RunResult.load(path)
+def _dim_of(result: Any, path: str) -> int:
     dim = result.extra.get("n_params", len(result.params))
     if not isinstance(dim, int) or dim < 1:
         dim = len(result.params)
@@ -472,7 +492,11 @@ def summary_lines(profile: MachineProfile) -> list[str]:
             f"{profile.axpy_remote_s * us:.1f} us",
             f"concurrent copies (1..{len(profile.copy_concurrent_s)}): {conc} us",
             f"read slowdown while another core copies: {profile.read_slowdown:+.1%}",
-            f"time slice {profile.time_slice_s * 1e3:.3f} ms, switch gap {profile.switch_gap_s * us:.1f} us"]
+            f"time slice {profile.time_slice_s * 1e3:.3f} ms, switch gap {profile.switch_gap_s * us:.1f} us",
+            "rotation of 2P threads of the --from run's model: " + (
+                "not measured" if profile.rotation_jitter is None else
+                f"{profile.rotation_irregular_share:.1%} of the off-core gaps irregular, jitter "
+                f"{profile.rotation_jitter:.2f}")]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -481,13 +505,19 @@ def run(args: argparse.Namespace) -> int:
         raise LeashedError(f"--out {out} is a directory; give a file name such as {out / 'machine.json'}")
     if args.dim is not None and not 1 <= args.dim <= MAX_DIM:
         raise LeashedError(f"--dim must be between 1 and {MAX_DIM}, got {args.dim}")
-    dim = _dim_of(args.from_file) if args.from_file else (args.dim or DEFAULT_DIM)
+    source = None
+    if args.from_file:
+        from leashed.results import RunResult
+
+        source = RunResult.load(args.from_file)
+    dim = _dim_of(source, args.from_file) if source is not None else (args.dim or DEFAULT_DIM)
+    rotation_from = source if source is not None and source.source == "runtime" else None
 
     def say(line: str) -> None:
         sys.stderr.write(f"leashed calibrate: {line}\n")
         sys.stderr.flush()
 
-    profile = calibrate(dim, quick=args.quick, say=say)
+    profile = calibrate(dim, quick=args.quick, say=say, rotation_from=rotation_from)
     profile.save(out)
     for line in summary_lines(profile):
         print(line)

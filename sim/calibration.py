@@ -342,6 +342,9 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
     jitter, jitter_notes = 0.0, {}
     if cores and profile is not None:  # the slice is the machine file's: without one, no gap is measurable
         jitter, jitter_notes = measured_rotation_jitter(results, cores, slice_s)
+        measured = _profile_value(profile, "rotation_jitter")
+        if not jitter_notes and measured is not None:  # leashed calibrate --from RUN.npz measured it
+            jitter, jitter_notes = float(measured), {"rotation_jitter_from": "machine file"}
     machine = Machine(cores=cores, time_slice_s=slice_s, switch_cost_s=switch_cost(profile, slice_s),
                       background_load=float(background_load), read_slowdown=slowdown,
                       copy_concurrency=concurrent,

@@ -87,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "calibrating from one-thread runs")
     machine.add_argument("--rotation-jitter", type=float, metavar="P", help="probability that a time slot "
                          "breaks the rotation's ties at random (0: the exact rotation; default: read off the "
-                         "calibration runs whose threads time-shared the cores, else 0)")
+                         "calibration runs whose threads time-shared the cores, else the machine file's, "
+                         "else 0)")
     machine.add_argument("--attempt-model", choices=("runtime", "paper"), help="leashed: 'runtime' (default) "
                          "abandons an attempt at the competing commit as the runtime does; 'paper' charges "
                          "every failed attempt its full U (papers.md §2.1, the closed-form claims)")
@@ -212,9 +213,10 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
         if profile is not None or cores not in (None, "none") or args.background_load:
             given = (profile.cores if profile is not None else None) if cores in (None, "none") else cores
             slice_s = profile.time_slice_s if profile is not None else DEFAULT_TIME_SLICE_S
+            jitter = profile.rotation_jitter if profile is not None else None
             machine = Machine(cores=given, time_slice_s=slice_s, background_load=float(args.background_load
                                                                                       or 0.0),
-                              switch_cost_s=switch_cost(profile, slice_s))
+                              switch_cost_s=switch_cost(profile, slice_s), rotation_jitter=jitter or 0.0)
     if args.rotation_jitter is not None:
         if machine.cores is None:
             raise SpecError("--rotation-jitter needs cores that the threads share: give --machine, --cores P "

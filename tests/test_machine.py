@@ -18,7 +18,8 @@ from conftest import assert_one_line_error, run_cli
 
 FIELDS = ["dim", "cores", "cpu_ids", "copy_local_s", "axpy_local_s", "copy_remote_s", "axpy_remote_s",
           "copy_concurrent_s", "read_slowdown", "time_slice_s", "time_slice_quantiles_s", "switch_gap_s",
-          "idle_share", "background_load", "metadata", "format", "format_version"]
+          "idle_share", "background_load", "rotation_irregular_share", "rotation_jitter", "metadata",
+          "format", "format_version"]
 
 
 def profile(**changes: object) -> MachineProfile:
@@ -26,7 +27,8 @@ def profile(**changes: object) -> MachineProfile:
         dim=101_770, cores=2, cpu_ids=[0, 1], copy_local_s=9e-6, axpy_local_s=17e-6, copy_remote_s=22e-6,
         axpy_remote_s=45e-6, copy_concurrent_s=[9e-6, 10e-6], read_slowdown=0.03, time_slice_s=3e-3,
         time_slice_quantiles_s={"0.1": 1e-3, "0.5": 3e-3, "0.9": 4e-3}, switch_gap_s=5e-6,
-        idle_share=[0.9, 0.7], background_load=0.4, metadata={"cpu_model": "test"})
+        idle_share=[0.9, 0.7], background_load=0.4, rotation_irregular_share=0.11, rotation_jitter=0.35,
+        metadata={"cpu_model": "test"})
     return dataclasses.replace(base, **changes)
 
 
@@ -81,6 +83,8 @@ def test_with_cores_overrides_only_cores():
     ("read_slowdown", -1.0, "read_slowdown"),
     ("time_slice_quantiles_s", {"0.5": 0}, "time_slice_quantiles_s"),
     ("metadata", [], "metadata"),
+    ("rotation_jitter", 1.5, "rotation_jitter"),
+    ("rotation_irregular_share", "0.1", "rotation_irregular_share"),
 ])
 def test_invalid_values_are_refused_naming_file_and_field(tmp_path, field, value, needle):
     data = profile().to_dict()
@@ -118,6 +122,12 @@ def test_missing_corrupt_foreign_newer_and_incomplete_files(tmp_path):
     del data["switch_gap_s"]
     with pytest.raises(MachineFileError, match="switch_gap_s is missing"):
         load_machine(write(tmp_path, data))
+
+
+def test_a_file_of_an_older_version_without_the_rotation_fields_still_loads(tmp_path):
+    data = profile().to_dict()
+    del data["rotation_irregular_share"], data["rotation_jitter"]
+    assert load_machine(write(tmp_path, data)) == profile(rotation_irregular_share=None, rotation_jitter=None)
 
 
 def test_inspect_shows_a_machine_file_and_refuses_bad_ones(tmp_path):

@@ -52,8 +52,28 @@ def test_calibrate_from_a_results_file_uses_its_size(tmp_path):
     out = tmp_path / "m.json"
     proc = run_cli("calibrate", "--quick", "--from", str(path), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert load_machine(out).dim == 3000
+    profile = load_machine(out)
+    assert profile.dim == 3000
     assert DEFAULT_DIM == 784 * 128 + 128 + 128 * 10 + 10  # the MNIST MLP of the README
+    assert profile.rotation_jitter is None and "seq threads block" in profile.metadata["rotation"]
+
+
+def test_calibrate_from_a_run_measures_how_the_scheduler_rotates_its_threads(tmp_path):
+    """--from a hogwild run: its spec again with 2P threads, and the rotation read off their commits."""
+    path = run(counter_spec("hogwild", 2, updates=2000, dim=3000)).save(tmp_path / "run.npz")
+    out = tmp_path / "m.json"
+    proc = run_cli("calibrate", "--quick", "--from", str(path), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert f"scheduler rotation: {2 * len(CPUS)} threads of hogwild counter" in proc.stderr
+    profile = load_machine(out)
+    rotation = profile.metadata["rotation_run"]
+    assert rotation["threads"] == 2 * len(CPUS) and rotation["updates"] >= 400
+    if profile.rotation_jitter is None:  # a machine where the threads never time-shared
+        assert "did not time-share" in profile.metadata["rotation"]
+    else:
+        assert 0.0 <= profile.rotation_jitter <= 1.0 and 0.0 <= profile.rotation_irregular_share <= 1.0
+        assert rotation["gaps"] >= 1
+    assert "rotation of 2P threads" in proc.stdout
 
 
 @pytest.mark.parametrize("args, needle", [

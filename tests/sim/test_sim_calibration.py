@@ -151,3 +151,9 @@ def test_a_calibration_run_that_time_shared_the_cores_sets_the_rotation_jitter()
     assert len(jittered.notes["rotation_irregular_share"]) == 1
     _, blind = calibrate([r1, r2, r4], ["m1", "m2", "m4"], 8)
     assert blind.rotation_jitter == 0.0
+    # runs at m <= P only: the jitter `leashed calibrate --from RUN.npz` measured, when the file has one
+    measured = SimpleNamespace(**vars(profile), rotation_jitter=0.4)
+    _, from_file = calibrate([r1, r2], ["m1", "m2"], 8, profile=measured)
+    assert from_file.rotation_jitter == 0.4 and from_file.notes["rotation_jitter_from"] == "machine file"
+    _, own_runs = calibrate([r1, r2, r4], ["m1", "m2", "m4"], 8, profile=measured)
+    assert own_runs.rotation_jitter == jittered.rotation_jitter  # a time-shared calibration run comes first
