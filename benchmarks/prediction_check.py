@@ -1,9 +1,10 @@
 """Does a calibrated prediction agree with the hardware? Simulate, run and compare, at several thread counts.
 
-1. ``leashed calibrate``: the machine file (copies, time slice, load, cores);
-2. ``--repeats`` rounds, each: a calibration run of the runtime at m = 1 and one at m = 2 (seeds 100 + r,
+1. ``--repeats`` rounds, each: a calibration run of the runtime at m = 1 and one at m = 2 (seeds 100 + r,
    200 + r), then a target run at every m of ``--threads`` (seed r: never the runs a prediction was
    calibrated from);
+2. ``leashed calibrate --from`` the first two-thread calibration run, right after it: the machine file
+   (copies, time slice, load, cores, and the rotation jitter of 2P threads of that run's model);
 3. for every m and round r, ``leashed simulate --calibrate-from`` (round r's two calibration runs)
    ``--machine machine.json --threads m`` (5 seeds), then ``leashed compare --paired`` of these
    predictions against the target runs of that m: round r's prediction pairs with round r's run. On the
@@ -159,14 +160,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     print(f"prediction check: {load_note()}", flush=True)
     machine = out / "machine.json"
-    if not (args.reuse_runs and machine.exists()):
-        _leashed("calibrate", *(["--quick"] if args.quick else []), "--out", str(machine))
+    calibrate_machine = not (args.reuse_runs and machine.exists())
     rounds: list[list[Path]] = []  # each round's calibration runs
     targets: dict[int, list[Path]] = {m: [] for m in threads}
     repeats = max(2, args.repeats)
     for r in range(repeats):
         rounds.append([_train(out, 1, 100 + r, size, args.dataset, args.reuse_runs),
                        _train(out, 2, 200 + r, size, args.dataset, args.reuse_runs)])
+        if calibrate_machine:  # after the first two-thread run: --from it measures its model's rotation
+            _leashed("calibrate", *(["--quick"] if args.quick else []), "--from", str(rounds[0][1]),
+                     "--out", str(machine))
+            calibrate_machine = False
         busy = _busy_loop(0) if args.busy_core else None
         try:
             if busy is not None:

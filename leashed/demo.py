@@ -172,7 +172,9 @@ def _run_steps(args: argparse.Namespace) -> int:
           f"one- and two-thread leashed runs and `leashed calibrate`; {rounds} rounds of calibration "
           f"runs and a measured run at m = {args.compare_threads}", flush=True)
     machine = out / "machine.json"
-    _command(["calibrate", *(["--quick"] if args.quick else []), "--out", str(machine)])
+    # --from the leashed training run: also how the scheduler rotates this model's threads (2P of them)
+    _command(["calibrate", *(["--quick"] if args.quick else []), "--from", str(trained[0]),
+              "--out", str(machine)])
     calibration: list[list[Path]] = []
     measured: list[Path] = []
     for r in range(rounds):  # a round's runs follow each other within seconds: they share the drift

@@ -377,8 +377,9 @@ def calibrate(dim: int = DEFAULT_DIM, quick: bool = False,
               say: Callable[[str], None] | None = None, rotation_from: Any = None) -> MachineProfile:
     """Measure this machine (a few seconds on 2 cores; ``quick`` about a third). ``say`` gets one line per
     phase. Every benchmark is a nogil C function of leashed.runtime._machine; times are medians.
-    ``rotation_from`` (a runtime RunResult): also run its spec with 2P threads for about a second (half
-    with ``quick``) and measure how the scheduler rotates them (leashed.runtime.rotation)."""
+    ``rotation_from`` (a runtime RunResult): also run its spec with 2P threads, as long as it ran (at
+    most 5 s), 3 times (once with ``quick``) and measure how the scheduler rotates them
+    (leashed.runtime.rotation)."""
     from leashed.results import machine_metadata
     from leashed.runtime import _machine as bench
 
@@ -445,7 +446,7 @@ def calibrate(dim: int = DEFAULT_DIM, quick: bool = False,
         from leashed.runtime.rotation import measure_rotation
 
         irregular, jitter, rotation_notes = measure_rotation(rotation_from, len(cpus), slice_s,
-                                                             0.5 if quick else 1.0, say)
+                                                             1 if quick else 3, say)
     meta = machine_metadata()
     meta.update(rotation_notes)
     meta.update({"pinned": pinned, "quick": bool(quick), "slice_gap_threshold_s": SLICE_GAP_S,
@@ -469,7 +470,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       f"(default {DEFAULT_DIM}, the MNIST MLP 784-128-10)")
     size.add_argument("--from", dest="from_file", metavar="RUN.npz", help="use the parameter count of this "
                       "results file; for a runtime run of leashed or hogwild, also run its spec with 2P "
-                      "threads for a second and measure how the scheduler rotates them")
+                      "threads (3 runs as long as it, at most 5 s each) and measure how the scheduler "
+                      "rotates them")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (about a second)")
 
 

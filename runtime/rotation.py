@@ -5,7 +5,7 @@ With more busy threads than cores a real scheduler does not keep an exact rotati
 about one off-core gap in nine of 4 MLP threads lasted two slices where the rotation has one. How often
 depends on what the threads do (4 threads that only read the clock or copy a vector broke the rotation
 in about half their gaps; docs/simulator.md, "The machine model"), so no workload-free micro-benchmark
-can measure it. This module runs RUN's own spec for a moment with 2P threads on the P usable cores and
+can measure it. This module runs RUN's own spec again with 2P threads on the P usable cores and
 reads the share of irregular gaps off their commit times (:func:`leashed.sim.calibration.run_irregular_share`)
 and the simulator's rotation jitter off that (:func:`leashed.sim.calibration.measured_rotation_jitter`).
 """
@@ -17,23 +17,29 @@ from typing import Any
 
 #: algorithms whose threads never block, so that their gaps are the scheduler's (papers.md §2)
 ROTATING = ("leashed", "hogwild")
-#: the largest rotation run (updates), whatever RUN's rate
-MAX_UPDATES = 50_000
+#: the longest rotation run (seconds of RUN's rate); RUN's own length below it
+MAX_SECONDS = 5.0
 
 
-def rotation_run_updates(result: Any, cores: int, seconds: float) -> int:
-    """Updates for about ``seconds`` of 2P threads: RUN's commit rate (per usable core) times P."""
+def rotation_run_updates(result: Any, cores: int, max_seconds: float = MAX_SECONDS) -> int | None:
+    """Updates of one rotation run: RUN's own (None: keep its spec's length), or about ``max_seconds`` of
+    RUN's commit rate when RUN ran longer. The length matters: the kernel's rotation settles over a
+    second or so (in 3-epoch MLP runs at m = 4 on the 2-core VM 19.5 %, 16 % and 11 % of the gaps of
+    their first, second and last thirds were irregular, and 3 % in a 2.4 s run), so the rotation is
+    measured over runs as long as the runs predicted."""
     wall = float(result.totals.get("wall_time_s") or 0.0)
     applied = int(result.totals.get("updates_applied") or 0)
-    per_core = applied / wall / max(1, min(int(result.spec.threads), cores)) if wall > 0 else 0.0
-    return int(min(MAX_UPDATES, max(400, per_core * cores * seconds)))
+    if wall <= max_seconds or applied <= 0:
+        return None
+    return max(400, int(applied / wall * max_seconds))
 
 
-def measure_rotation(result: Any, cores: int, time_slice_s: float, seconds: float,
+def measure_rotation(result: Any, cores: int, time_slice_s: float, repeats: int,
                      say: Callable[[str], None]) -> tuple[float | None, float | None, dict[str, Any]]:
-    """(irregular share, rotation jitter, notes) of RUN's model with 2P threads on the P cores for about
-    ``seconds``; (None, None, notes) when RUN's algorithm blocks its threads or nothing time-shared.
-    Ctrl-C or SIGTERM during the run raises KeyboardInterrupt (nothing is written)."""
+    """(irregular share, rotation jitter, notes) of ``repeats`` runs of RUN's spec with 2P threads on the P
+    cores (each as long as RUN, :func:`rotation_run_updates`); (None, None, notes) when RUN's algorithm
+    blocks its threads or nothing time-shared. Ctrl-C or SIGTERM during a run raises KeyboardInterrupt
+    (nothing is written)."""
     from leashed import interrupts
     from leashed.runtime.run import run
     from leashed.sim.calibration import measured_rotation_jitter, run_irregular_share
@@ -43,20 +49,28 @@ def measure_rotation(result: Any, cores: int, time_slice_s: float, seconds: floa
         return None, None, {"rotation": f"not measured: {spec.algorithm} threads block (leashed or hogwild "
                                         f"runs only)"}
     threads = 2 * cores
-    updates = rotation_run_updates(result, cores, seconds)
-    say(f"scheduler rotation: {threads} threads of {spec.algorithm} {spec.model} on {cores} cores "
-        f"({updates} updates)")
-    shared = run(spec.replace(threads=threads, updates=updates, evaluations=0, seed=spec.seed + 7919),
-                 progress=False)
-    if shared.totals.get("interrupted") or interrupts.requested():
-        raise KeyboardInterrupt
+    updates = rotation_run_updates(result, cores)
+    length = updates or int(result.totals.get("updates_applied") or 0)
+    say(f"scheduler rotation: {repeats} x {threads} threads of {spec.algorithm} {spec.model} on {cores} "
+        f"cores ({length} updates{'' if updates else ', as RUN'})")
+    runs = []
+    for k in range(repeats):
+        changes: dict[str, Any] = {"threads": threads, "evaluations": 0, "seed": spec.seed + 7919 + k}
+        if updates:
+            changes["updates"] = updates
+        shared = run(spec.replace(**changes), progress=False)
+        if shared.totals.get("interrupted") or interrupts.requested():
+            raise KeyboardInterrupt
+        runs.append(shared)
     notes = {"rotation_run": {"algorithm": spec.algorithm, "model": spec.model, "threads": threads,
-                              "updates": int(shared.totals.get("updates_applied") or 0),
-                              "wall_time_s": float(shared.totals.get("wall_time_s") or 0.0)}}
-    measured = run_irregular_share(shared, cores, time_slice_s)
-    if measured is None:
-        notes["rotation"] = "not measured: the rotation run's threads did not time-share the cores"
+                              "runs": repeats,
+                              "updates": [int(r.totals.get("updates_applied") or 0) for r in runs],
+                              "wall_time_s": [float(r.totals.get("wall_time_s") or 0.0) for r in runs]}}
+    found = [m for m in (run_irregular_share(r, cores, time_slice_s) for r in runs) if m is not None]
+    if not found:
+        notes["rotation"] = "not measured: the rotation runs' threads did not time-share the cores"
         return None, None, notes
-    notes["rotation_run"]["gaps"] = measured[1]
-    jitter, _ = measured_rotation_jitter([shared], cores, time_slice_s)
-    return measured[0], jitter, notes
+    gaps = sum(g for _, g in found)
+    notes["rotation_run"]["gaps"] = gaps
+    jitter, _ = measured_rotation_jitter(runs, cores, time_slice_s)
+    return sum(share * g for share, g in found) / gaps, jitter, notes
