@@ -48,6 +48,8 @@ def measure_rotation(result: Any, cores: int, time_slice_s: float, repeats: int,
     if spec.algorithm not in ROTATING:
         return None, None, {"rotation": f"not measured: {spec.algorithm} threads block (leashed or hogwild "
                                         f"runs only)"}
+    if spec.backend != "threads":
+        return None, None, {"rotation": f"not measured: a {spec.backend} run (threads backend runs only)"}
     threads = 2 * cores
     updates = rotation_run_updates(result, cores)
     length = updates or int(result.totals.get("updates_applied") or 0)
