@@ -21,6 +21,7 @@ import base64
 import html
 import math
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,8 +83,25 @@ def _shown_spec(result: Any) -> dict[str, Any]:
     if isinstance(timing, dict):
         for key, law in (("compute_time", "compute"), ("update_time", "update")):
             if isinstance(timing.get(law), str):
-                spec[key] = timing[law]
+                spec[key] = short_law(timing[law])
     return spec
+
+
+def short_law(law: str, shown: int = 3) -> str:
+    """A law over files as a reader wants it: file names without their folders and, past ``shown`` files,
+    the count with the first and the last (``timeline: 40 runs, calibrate-m1-r0.npz … calibrate-m2-r19.npz
+    (local attempts)``)."""
+    kind, sep, rest = law.partition(":")
+    if not sep or kind not in ("timeline", "empirical"):
+        return law
+    suffix = ""
+    match = re.search(r"\s*\(([^()]*)\)$", rest)
+    if match:
+        suffix, rest = f" ({match.group(1)})", rest[:match.start()]
+    names = [os.path.basename(part.strip()) for part in rest.split(",") if part.strip()]
+    if len(names) <= shown:
+        return f"{kind}:{', '.join(names)}{suffix}"
+    return f"{kind}: {len(names)} runs, {names[0]} … {names[-1]}{suffix}"
 
 
 def _e(x: Any) -> str:

@@ -86,3 +86,13 @@ def test_report_shows_the_laws_a_calibrated_simulation_used(tmp_path):
     assert proc.returncode == 0, proc.stderr
     html = (tmp_path / "rep" / "index.html").read_text()
     assert "timeline:run-m2.npz" in html and "empirical:run-m1.npz" not in html
+
+
+def test_report_shortens_a_law_over_many_calibration_files():
+    from leashed.analysis.report import short_law
+
+    files = ", ".join(f"/tmp/demo/runs/calibrate-m{1 + k % 2}-r{k // 2}.npz" for k in range(40))
+    assert short_law(f"timeline:{files} (local attempts)") == \
+        "timeline: 40 runs, calibrate-m1-r0.npz … calibrate-m2-r19.npz (local attempts)"
+    assert short_law("timeline:/a/b/m1.npz, /a/b/m2.npz") == "timeline:m1.npz, m2.npz"
+    assert short_law("gamma:mean=2ms,cv=0.2") == "gamma:mean=2ms,cv=0.2"
