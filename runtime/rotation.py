@@ -6,8 +6,8 @@ about one off-core gap in nine of 4 MLP threads lasted two slices where the rota
 depends on what the threads do (4 threads that only read the clock or copy a vector broke the rotation
 in about half their gaps; docs/simulator.md, "The machine model"), so no workload-free micro-benchmark
 can measure it. This module runs RUN's own spec again with 2P threads on the P usable cores and
-reads the share of irregular gaps off their commit times (:func:`leashed.sim.calibration.run_irregular_share`)
-and the simulator's rotation jitter off that (:func:`leashed.sim.calibration.measured_rotation_jitter`).
+reads the share of irregular gaps off their commit times and the simulator's rotation jitter off
+that (:func:`leashed.sim.calibration.rotation_readings`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def measure_rotation(result: Any, cores: int, time_slice_s: float, repeats: int,
     (nothing is written)."""
     from leashed import interrupts
     from leashed.runtime.run import run
-    from leashed.sim.calibration import measured_rotation_jitter, run_irregular_share
+    from leashed.sim.calibration import pooled_jitter, rotation_readings
 
     spec = result.spec
     if spec.algorithm not in ROTATING:
@@ -68,11 +68,10 @@ def measure_rotation(result: Any, cores: int, time_slice_s: float, repeats: int,
                               "runs": repeats,
                               "updates": [int(r.totals.get("updates_applied") or 0) for r in runs],
                               "wall_time_s": [float(r.totals.get("wall_time_s") or 0.0) for r in runs]}}
-    found = [m for m in (run_irregular_share(r, cores, time_slice_s) for r in runs) if m is not None]
-    if not found:
+    readings = rotation_readings(runs, cores, time_slice_s)
+    if not readings:
         notes["rotation"] = "not measured: the rotation runs' threads did not time-share the cores"
         return None, None, notes
-    gaps = sum(g for _, g in found)
+    gaps = sum(g for _, g, _ in readings)
     notes["rotation_run"]["gaps"] = gaps
-    jitter, _ = measured_rotation_jitter(runs, cores, time_slice_s)
-    return sum(share * g for share, g in found) / gaps, jitter, notes
+    return sum(share * g for share, g, _ in readings) / gaps, pooled_jitter(readings), notes

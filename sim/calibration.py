@@ -183,26 +183,38 @@ def run_irregular_share(result: Any, cores: int, time_slice_s: float) -> tuple[f
     return (long / gaps, gaps) if gaps else None
 
 
+def rotation_readings(results: Sequence[Any], cores: int,
+                      time_slice_s: float) -> list[tuple[float, int, float]]:
+    """(irregular share, gaps, rotation jitter) of each run whose threads time-shared the cores: its
+    :func:`run_irregular_share` and the jitter read off the model's curve at that run's thread count and
+    share (:func:`leashed.sim.machine.rotation_jitter`)."""
+    readings = []
+    for r in results:
+        measured = run_irregular_share(r, cores, time_slice_s)
+        if measured is not None:
+            share, gaps = measured
+            jitter = rotation_jitter(share, int(r.spec.threads), _time_shared_share(r, cores))
+            readings.append((share, gaps, jitter))
+    return readings
+
+
 def measured_rotation_jitter(results: Sequence[Any], cores: int,
                              time_slice_s: float) -> tuple[float, dict[str, Any]]:
     """The rotation jitter (:class:`~leashed.sim.machine.JitteredScheduler`) of the calibration runs whose
-    threads time-shared the cores: each run's :func:`run_irregular_share` read off the model's curve at
-    that run's thread count and share (:func:`leashed.sim.machine.rotation_jitter`), weighted by its gaps;
-    (0, {}) when none time-shared. The jitter depends on what the threads do (on the 2-core VM about one
-    gap in eight is irregular with 4 MLP threads, about one in two with 4 threads that only copy or spin),
-    so it comes from runs of the model predicted, not from a micro-benchmark."""
-    total = weight = 0.0
-    seen = []
-    for r in results:
-        measured = run_irregular_share(r, cores, time_slice_s)
-        if measured is None:
-            continue
-        total += rotation_jitter(measured[0], int(r.spec.threads), _time_shared_share(r, cores)) * measured[1]
-        weight += measured[1]
-        seen.append(round(measured[0], 4))
-    if not weight:
+    threads time-shared the cores: their :func:`rotation_readings`, weighted by their gaps; (0, {}) when
+    none time-shared. The jitter depends on what the threads do (on the 2-core VM about one gap in eight
+    is irregular with 4 MLP threads, about one in two with 4 threads that only copy or spin), so it comes
+    from runs of the model predicted, not from a micro-benchmark."""
+    readings = rotation_readings(results, cores, time_slice_s)
+    if not readings:
         return 0.0, {}
-    return total / weight, {"rotation_irregular_share": seen}
+    shares = [round(share, 4) for share, _, _ in readings]
+    return pooled_jitter(readings), {"rotation_irregular_share": shares}
+
+
+def pooled_jitter(readings: Sequence[tuple[float, int, float]]) -> float:
+    """The gap-weighted mean jitter of :func:`rotation_readings`."""
+    return sum(jitter * gaps for _, gaps, jitter in readings) / sum(gaps for _, gaps, _ in readings)
 
 
 def _profile_value(profile: Any, name: str, default: Any = None) -> Any:
