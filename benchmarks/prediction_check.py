@@ -192,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         mean_load = sum(loads) / len(loads)
         for k, (name, _) in enumerate(_variants(args, machine, 0.0)):
             tag = name.split(":")[0].replace(",", "").replace(" ", "-")
+            begun = time.perf_counter()
+            print(f"predicting m = {m}, {name}: {repeats if paired else 1} x 5 seeds ...", end=" ",
+                  flush=True)
             if paired:  # each round's prediction takes the load its own target run recorded
                 predicted = [_predict(out, f"{tag}-r{r}", m, rounds[r],
                                       *_variants(args, machine, loads[r])[k][1]) for r in range(repeats)]
@@ -199,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 predicted = [_predict(out, tag, m, calibration, *_variants(args, machine, mean_load)[k][1])]
             comparison = _compare(out, f"{tag}-m{m}", predicted, targets[m], paired)
             pair = comparison["pairs"][0]
+            print(f"{pair.get('verdict')} ({time.perf_counter() - begun:.0f} s)", flush=True)
             if args.busy_core and name == "recorded load":
                 name = f"recorded load {mean_load:.2f}"
             xp, xm, xv = _cell(pair, "throughput")

@@ -86,7 +86,7 @@ def machine_lines(machine: dict[str, Any] | None) -> list[str]:
                      f"voluntary {_nums(machine.get('voluntary_switches'), 'd')}")
         if loaded:
             lines.append(f"machine loaded: the threads got less than {LOADED_SHARE:.0%} of their expected "
-                         f"CPU share (median); timings of this run are not those of a quiet machine")
+                         f"CPU share (mean); timings of this run are not those of a quiet machine")
     if machine.get("machine_file"):
         lines.append(f"machine file: {machine['machine_file']}")
     return lines

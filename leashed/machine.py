@@ -48,7 +48,7 @@ DEFAULT_DIM = 101_770
 MAX_DIM = 1 << 24
 #: a gap between two clock reads longer than this means the thread was descheduled
 SLICE_GAP_S = 20e-6
-#: a run whose threads' median CPU share is below this fraction of the expected share is "machine loaded"
+#: a run whose threads' mean CPU share is below this fraction of the expected share is "machine loaded"
 LOADED_SHARE = 0.9
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -264,7 +264,8 @@ class RunProbe:
     """The machine around one run (issue 13 item 4): created just before the worker threads start,
     :meth:`finish` just after they have joined. The background load is the busy time of the usable cores
     (/proc/stat, resolution one clock tick per core and read) minus this process's CPU time
-    (time.process_time), divided by the wall time between the two reads: cores' worth used by others."""
+    (time.process_time), divided by the wall time between the two reads: cores' worth used by others, at
+    most the cores this process left (P − its CPU time / wall)."""
 
     def __init__(self) -> None:
         self.cpu_ids = usable_cpus()
@@ -281,7 +282,10 @@ class RunProbe:
         if self._jiffies is not None and after is not None and wall > 0:
             tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
             busy = sum(after[c][0] - self._jiffies[c][0] for c in self.cpu_ids) / tick
-            background = max(0.0, (busy - cpu) / wall)
+            # others cannot have used more than the cores this process left: on a run of a few tens of
+            # ms one tick per core and read is a large share of the wall time (2.9 cores read on 2)
+            room = max(0.0, len(self.cpu_ids) - cpu / wall)
+            background = min(max(0.0, (busy - cpu) / wall), room)
         return {"usable_cores": len(self.cpu_ids), "cpu_ids": self.cpu_ids,
                 "loadavg_start": self.loadavg_start, "loadavg_end": _loadavg(),
                 "background_load_cores": background, "probe_wall_s": wall, "process_cpu_s": cpu,
@@ -313,15 +317,18 @@ def expected_share(usable_cores: int, threads: int) -> float:
 
 
 def machine_loaded(machine: dict[str, Any] | None) -> bool | None:
-    """True when the threads' median CPU share is below LOADED_SHARE of the expected share; None when the
-    record lacks the counters (simulations, files of older versions)."""
+    """True when the threads' mean CPU share is below LOADED_SHARE of the expected share, i.e. the threads
+    together had less than 90 % of the min(m, P) cores they could use; None when the record lacks the
+    counters (simulations, files of older versions). The mean, not the median: with more threads than
+    cores the kernel shares the cores unevenly among them over a short run (3 MLP threads on 2 cores
+    got 0.59, 0.59 and 0.80 of a core in a 0.44 s run, 1.98 cores in all), which is not a load."""
     if not machine:
         return None
     shares = [s for s in machine.get("thread_cpu_share") or [] if s is not None]
     cores = machine.get("usable_cores")
     if not shares or not isinstance(cores, int) or cores < 1:
         return None
-    return bool(float(np.median(shares)) < LOADED_SHARE * expected_share(cores, len(shares)))
+    return bool(float(np.mean(shares)) < LOADED_SHARE * expected_share(cores, len(shares)))
 
 
 # ============================================================================ calibrate
@@ -378,8 +385,8 @@ def calibrate(dim: int = DEFAULT_DIM, quick: bool = False,
     """Measure this machine (a few seconds on 2 cores; ``quick`` about a third). ``say`` gets one line per
     phase. Every benchmark is a nogil C function of leashed.runtime._machine; times are medians.
     ``rotation_from`` (a runtime RunResult): also run its spec with 2P threads, as long as it ran (at
-    most 5 s), 3 times (once with ``quick``) and measure how the scheduler rotates them
-    (leashed.runtime.rotation)."""
+    most 5 s), about 6 s of runs in all (once with ``quick``), before the benchmarks, and measure how
+    the scheduler rotates them (leashed.runtime.rotation)."""
     from leashed.results import machine_metadata
     from leashed.runtime import _machine as bench
 
@@ -396,6 +403,11 @@ def calibrate(dim: int = DEFAULT_DIM, quick: bool = False,
     if idle is None:
         notes.append("/proc/stat unreadable: idle_share assumed 1")
         idle = [1.0] * len(cpus)
+    rotation: tuple[list[Any], dict[str, Any]] = ([], {})
+    if rotation_from is not None:  # before the benchmarks (leashed.runtime.rotation.rotation_runs)
+        from leashed.runtime.rotation import rotation_runs
+
+        rotation = rotation_runs(rotation_from, len(cpus), 1 if quick else None, say)
     order = sorted(range(len(cpus)), key=lambda i: -idle[i])  # the idlest cores first
     a = cpus[order[0]]
     b = cpus[order[1]] if len(cpus) > 1 else a
@@ -443,10 +455,9 @@ def calibrate(dim: int = DEFAULT_DIM, quick: bool = False,
     irregular = jitter = None
     rotation_notes: dict[str, Any] = {}
     if rotation_from is not None:
-        from leashed.runtime.rotation import measure_rotation
+        from leashed.runtime.rotation import read_rotation
 
-        irregular, jitter, rotation_notes = measure_rotation(rotation_from, len(cpus), slice_s,
-                                                             1 if quick else 3, say)
+        irregular, jitter, rotation_notes = read_rotation(rotation[0], len(cpus), slice_s, rotation[1])
     meta = machine_metadata()
     meta.update(rotation_notes)
     meta.update({"pinned": pinned, "quick": bool(quick), "slice_gap_threshold_s": SLICE_GAP_S,

@@ -65,6 +65,9 @@ def test_calibrate_from_a_run_measures_how_the_scheduler_rotates_its_threads(tmp
     proc = run_cli("calibrate", "--quick", "--from", str(path), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert f"scheduler rotation: 1 x {2 * len(CPUS)} threads of hogwild counter" in proc.stderr
+    # the rotation runs come before the micro-benchmarks (made after them, in the same process, their
+    # gaps were irregular about half as often again: leashed.runtime.rotation.rotation_runs)
+    assert proc.stderr.index("scheduler rotation") < proc.stderr.index("copy and axpy")
     profile = load_machine(out)
     rotation = profile.metadata["rotation_run"]
     assert rotation["threads"] == 2 * len(CPUS) and rotation["runs"] == 1  # --quick: one run
@@ -184,3 +187,19 @@ def test_expected_share_is_min_one_cores_over_threads():
     result = run(counter_spec("hogwild", 2 * len(CPUS) + 1, updates=600, dim=5000))
     mach = _check_machine_record(result, 2 * len(CPUS) + 1)
     assert machine_loaded(mach) in (True, False)  # defined for oversubscribed runs too
+
+
+def test_rotation_runs_are_about_six_seconds_of_three_to_twelve_runs():
+    """Many short runs: the irregular share varies between runs far more than within one."""
+    from types import SimpleNamespace
+
+    from leashed.runtime.rotation import MAX_RUNS, MIN_RUNS, rotation_repeats
+
+    def result(wall: float) -> SimpleNamespace:
+        return SimpleNamespace(totals={"wall_time_s": wall, "updates_applied": 1000})
+
+    assert rotation_repeats(result(0.45)) == MAX_RUNS == 12  # 6 s / 0.45 s = 13, capped
+    assert rotation_repeats(result(1.0)) == 6
+    assert rotation_repeats(result(1.6)) == 4
+    assert rotation_repeats(result(30.0)) == MIN_RUNS == 3  # a long RUN: 5 s runs, at least three
+    assert rotation_repeats(result(0.0)) == MIN_RUNS  # no wall time recorded: 5 s runs
