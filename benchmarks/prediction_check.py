@@ -22,13 +22,16 @@ runs during the target runs only (the loaded-machine check: the calibration runs
 stay quiet): the calibrated prediction then takes the background load the target run recorded
 (``--background-load``, from its ``metadata["machine"]``, the round's own run when paired; an input
 measured beside the run, not fitted to what is predicted), and the table adds the same prediction
-without it.
+without it. With ``--busy-throughout`` the busy loop runs during the whole check, and the predictions
+take the load the calibration runs recorded, carried over to each m as competing threads (``leashed
+simulate --load-model competing``, the default), as a fixed load (``--load-model fixed``) and not at all.
 
 Usage::
 
     python benchmarks/prediction_check.py --out /tmp/pc --repeats 20       # m = 1, 2, 3, 4, 8; ~10 min
     python benchmarks/prediction_check.py --threads 1,2,4,8,16 --epochs 5  # on a many-core machine
     python benchmarks/prediction_check.py --busy-core --out /tmp/pc-busy   # another process loads a core
+    python benchmarks/prediction_check.py --busy-throughout --out /tmp/pc-all  # ... for the whole check
     python benchmarks/prediction_check.py --pooled-too --out /tmp/pc       # beside it, independent draws
 """
 
@@ -97,6 +100,10 @@ def _variants(args: argparse.Namespace, machine: Path, load: float) -> list[tupl
     if args.busy_core:
         variants = [("recorded load", ("--machine", str(machine), "--background-load", f"{load:.3f}")),
                     ("load ignored", ("--machine", str(machine), "--ignore-load"))]
+    elif args.busy_throughout:  # the load comes from the calibration runs' records
+        variants = [("competing load", ("--machine", str(machine))),
+                    ("fixed load", ("--machine", str(machine), "--load-model", "fixed")),
+                    ("load ignored", ("--machine", str(machine), "--ignore-load"))]
     if args.pooled_too:
         variants.append(("pooled resampling", (*variants[0][1], "--compute-resampling", "pooled")))
     if not args.no_control:
@@ -135,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--out", default="prediction-check", help="folder for the files and the table")
     parser.add_argument("--busy-core", action="store_true", help="a busy loop on core 0 during the runs")
+    parser.add_argument("--busy-throughout", action="store_true", help="a busy loop on core 0 during the "
+                        "whole check (calibration runs and leashed calibrate too): the predictions carry "
+                        "the calibration runs' recorded load over to each m (--load-model competing, and "
+                        "fixed beside it)")
     parser.add_argument("--no-control", action="store_true", help="skip the --cores 16 control")
     parser.add_argument("--pooled-too", action="store_true", help="add the prediction that draws compute "
                         "times independently (--compute-resampling pooled) beside the timeline one")
@@ -164,6 +175,25 @@ def main(argv: list[str] | None = None) -> int:
     rounds: list[list[Path]] = []  # each round's calibration runs
     targets: dict[int, list[Path]] = {m: [] for m in threads}
     repeats = max(2, args.repeats)
+    if args.busy_core and args.busy_throughout:
+        raise SystemExit("prediction_check.py: error: --busy-core and --busy-throughout exclude each other")
+    throughout = _busy_loop(0) if args.busy_throughout else None
+    try:
+        _run_rounds(args, out, size, threads, repeats, rounds, targets, machine, calibrate_machine, started)
+    finally:
+        if throughout is not None:
+            throughout.kill()
+            throughout.wait()
+    _predict_and_compare(args, out, threads, repeats, rounds, targets, machine, started)
+    return 0
+
+
+def _run_rounds(args: argparse.Namespace, out: Path, size: list[str], threads: list[int], repeats: int,
+                rounds: list[list[Path]], targets: dict[int, list[Path]], machine: Path,
+                calibrate_machine: bool, started: float) -> None:
+    """The calibration and target runs of every round (module docstring, steps 1 and 2)."""
+    if args.busy_throughout:
+        time.sleep(0.5)  # let the busy loop start
     for r in range(repeats):
         rounds.append([_train(out, 1, 100 + r, size, args.dataset, args.reuse_runs),
                        _train(out, 2, 200 + r, size, args.dataset, args.reuse_runs)])
@@ -182,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
                 busy.kill()
                 busy.wait()
         print(f"round {r + 1}/{repeats} done ({time.perf_counter() - started:.0f} s)", flush=True)
+
+
+def _predict_and_compare(args: argparse.Namespace, out: Path, threads: list[int], repeats: int,
+                         rounds: list[list[Path]], targets: dict[int, list[Path]], machine: Path,
+                         started: float) -> None:
+    """Steps 3 and 4 of the module docstring: predict every m, compare, print and write the table."""
     calibration = [c for cal in rounds for c in cal]
     paired = not args.unpaired
     table = Table("calibrated predictions against the runtime (leashed, MNIST MLP, batch 64)",
@@ -221,7 +257,6 @@ def main(argv: list[str] | None = None) -> int:
     print(table.to_text())
     table.write(out, "prediction_check")
     print(f"load average at the end {os.getloadavg()[0]:.2f}; {time.perf_counter() - started:.0f} s in all")
-    return 0
 
 
 if __name__ == "__main__":

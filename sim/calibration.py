@@ -25,9 +25,11 @@ machine model for a prediction at m threads:
   a copy), or the local one.
   Other algorithms: the per-attempt share of t_commit − t_grad of the closest run.
 * **machine**: cores from ``--cores``, else the machine file, else the runs' recorded usable cores; the
-  background load the runs recorded (``background_load_cores``, their mean) unless ``ignore_load``, or
-  an explicit value, against the core share the compute times' own runs had (``calibrated_share``: the
-  same load at the same concurrency adds nothing); time slice and copy concurrency from the machine
+  background load the runs recorded (``background_load_cores``) unless ``ignore_load``, carried over to
+  the thread count predicted as the fair share of the competing threads that took it
+  (:func:`carried_load`; ``load_model="fixed"``: their mean), or an explicit value, against the core
+  share the compute times' own runs had (``calibrated_share``: the same load at the same concurrency
+  adds nothing); time slice and copy concurrency from the machine
   file; the read slowdown given (``read_slowdown``; a concurrent run's compute times then have it taken
   out), else the machine file's when the compute times come from one-thread runs, else 0.
 
@@ -224,6 +226,64 @@ def _profile_value(profile: Any, name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+#: calibration runs whose recorded load is at least this share of the cores, and took their threads off
+#: their cores, have their stalled phases taken out (:func:`leashed.sim.timeline.destall`)
+LOADED_FRACTION = 0.1
+
+#: how a recorded background load carries over to another thread count (``--load-model``)
+LOAD_MODELS = ("competing", "fixed")
+
+
+def competing_threads(load: float, threads: int, cores: int) -> float:
+    """B, the busy threads of other processes that take ``load`` cores' worth from ``threads`` busy threads
+    on ``cores`` cores when the kernel shares the cores fairly among all c + B of them: L = B while
+    c + B <= P, else L = P·B/(c + B), so B = c·L/(P − L). A load of 0.9 P or more reads as 0.9 P."""
+    if load <= 0 or cores < 1:
+        return 0.0
+    load = min(float(load), 0.9 * cores)
+    if threads + load <= cores:
+        return load
+    return threads * load / (cores - load)
+
+
+def competing_load(competitors: float, threads: int, cores: int) -> float:
+    """The cores' worth ``competitors`` busy threads (:func:`competing_threads`) take from ``threads`` busy
+    threads on ``cores`` cores, sharing them fairly."""
+    if competitors <= 0 or cores < 1:
+        return 0.0
+    if threads + competitors <= cores:
+        return float(competitors)
+    return cores * competitors / (threads + competitors)
+
+
+def carried_load(results: Sequence[Any], threads: int, cores: int | None,
+                 model: str = "competing") -> tuple[float, dict[str, Any]]:
+    """The background load for predicting ``threads`` threads from the loads the calibration runs recorded
+    (0 when none did), and notes. ``fixed``: their mean, whatever the thread count. ``competing`` (the
+    default): each run's load as the busy threads of other processes that took it
+    (:func:`competing_threads`), their mean B, and the share B takes from ``threads`` threads. A
+    CPU-bound competitor takes its fair share, one thread among m + B: a busy loop on one of 2 cores
+    took 1.01, 0.66, 0.51, 0.42 and 0.25 cores from 1, 2, 3, 4 and 8 MLP threads (2B/(m + B) with B = 1:
+    1, 0.67, 0.5, 0.4, 0.22), so a fixed load read off two-thread runs gives 8 threads 0.4 cores too
+    little."""
+    if model not in LOAD_MODELS:
+        raise SpecError(f"load model must be one of {', '.join(LOAD_MODELS)}, not {model!r}")
+    pairs = []
+    for r in results:
+        value = recorded_machine(r).get("background_load_cores")
+        if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
+            pairs.append((float(value), int(r.spec.threads)))
+    if not pairs:
+        return 0.0, {}
+    recorded = float(np.mean([v for v, _ in pairs]))
+    if model == "fixed" or not cores:
+        return recorded, {"load_model": "fixed", "recorded_load": recorded}
+    competitors = float(np.mean([competing_threads(v, c, cores) for v, c in pairs]))
+    load = competing_load(competitors, threads, cores)
+    return load, {"load_model": "competing", "recorded_load": recorded,
+                  "competing_threads": competitors}
+
+
 def _recorded_loads(results: Sequence[Any]) -> list[float]:
     """The background load (cores' worth) each run recorded, where it recorded a valid one."""
     loads = [recorded_machine(r).get("background_load_cores") for r in results]
@@ -234,7 +294,8 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
               bus_contention: float = 0.0, profile: Any = None, cores: int | None = None,
               background_load: float | None = None, ignore_load: bool = False,
               machine_model: bool = True, compute_resampling: str = "timeline",
-              read_slowdown: float | None = None) -> tuple[TimingModel, Machine]:
+              read_slowdown: float | None = None,
+              load_model: str = "competing") -> tuple[TimingModel, Machine]:
     """The timing and machine models for predicting ``threads`` threads (module docstring)."""
     if not results:
         raise SpecError("calibration needs at least one runtime results file")
@@ -269,11 +330,21 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
         given = float(read_slowdown)
         if not (math.isfinite(given) and given >= 0):
             raise SpecError(f"read slowdown must be a number >= 0, not {read_slowdown!r}")
+    # a load that took the compute times' own threads off their cores (a share of a core below 1): their
+    # stalled phases are taken out and the scheduler puts the load back at the m predicted
+    own = _recorded_loads(members)
+    own_load = float(np.mean(own)) if own else 0.0
+    slice_s = float(_profile_value(profile, "time_slice_s", DEFAULT_TIME_SLICE_S))
+    own_share = Scheduler.thread_share(min(int(results[closest].spec.threads), cores), cores, own_load) \
+        if cores else 1.0
+    destall_s = slice_s / 2 if (machine_model and compute_resampling == "timeline" and cores
+                                and own_load >= LOADED_FRACTION * cores and own_share < 1.0) else None
+    stalls: list[int] = []
     if compute_resampling == "timeline":
         # a given slowdown: the concurrent runs' compute times hold it where copies overlapped them; take
         # it out, the simulator adds it back where the simulated copies overlap
         subtract = [given * read_overlaps(r) for r in members] if concurrent_group and given else None
-        compute = compute_timeline(members, names, subtract=subtract)
+        compute = compute_timeline(members, names, subtract=subtract, destall_s=destall_s, counts=stalls)
     elif compute_resampling == "pooled":
         compute = base.compute if len(parts) == 1 else Empirical(
             np.concatenate([p.compute.samples for p in parts]), f"{names} (compute)")
@@ -328,29 +399,35 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
         # the attempts replayed on the compute times' block schedule: a machine's speed is the same for
         # its gradients and its copies, and the laws of one run differ from another's
         masks = [attempt_masks(r) for r in members]
-        local, far = attempt_timelines(members, timing.compute, [k[0] for k in masks], [k[1] for k in masks])
+        local, far = attempt_timelines(members, timing.compute, [k[0] for k in masks], [k[1] for k in masks],
+                                       destall_s=destall_s, counts=stalls)
         if local is not None:
             remote_law = far if far is not None else timing.update_remote
             timing = replace(timing, update=local, update_remote=remote_law)
             timing.notes["attempt_resampling"] = "timeline"
     if not machine_model:
         return timing, Machine()
+    load_notes: dict[str, Any] = {}
+    if load_model not in LOAD_MODELS:
+        raise SpecError(f"load model must be one of {', '.join(LOAD_MODELS)}, not {load_model!r}")
     if background_load is None:
-        loads = _recorded_loads(results)
-        background_load = 0.0 if ignore_load or not loads else float(np.mean(loads))
+        background_load = 0.0
+        if not ignore_load:
+            background_load, load_notes = carried_load(results, threads, cores, load_model)
     slowdown = given
     if slowdown is None:
         slowdown = 0.0  # a concurrent run's compute times hold it
         if not concurrent_group and concurrency > 1:
             slowdown = max(float(_profile_value(profile, "read_slowdown", 0.0)), 0.0)
     concurrent = tuple(float(v) for v in (_profile_value(profile, "copy_concurrent_s", ()) or ()))
-    # the core share the compute times' own runs had (their recorded load, their concurrency)
+    # the core share the compute times' own runs had (their recorded load, their concurrency); 1 once
+    # their stalls are taken out
     calibrated_share = 1.0
-    own = _recorded_loads(members)
-    if cores and own:
-        calibrated_share = Scheduler.thread_share(min(int(results[closest].spec.threads), cores), cores,
-                                                  float(np.mean(own)))
-    slice_s = float(_profile_value(profile, "time_slice_s", DEFAULT_TIME_SLICE_S))
+    if cores and own and destall_s is None:
+        calibrated_share = own_share
+    if destall_s is not None:
+        timing.notes["destalled"] = {"threshold_s": destall_s, "phases": int(sum(stalls)),
+                                     "calibration_load": own_load}
     jitter, jitter_notes = 0.0, {}
     if cores and profile is not None:  # the slice is the machine file's: without one, no gap is measurable
         jitter, jitter_notes = measured_rotation_jitter(results, cores, slice_s)
@@ -364,5 +441,5 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
                       calibrated_share=calibrated_share,
                       rotation_jitter=jitter,
                       notes={"machine_file": _profile_value(profile, "source", None) if profile else None,
-                             **jitter_notes})
+                             **jitter_notes, **load_notes})
     return timing, machine

@@ -81,6 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "processes (default: what the calibration runs recorded, else 0)")
     machine.add_argument("--ignore-load", action="store_true", help="ignore the background load the "
                          "calibration runs recorded")
+    machine.add_argument("--load-model", choices=("competing", "fixed"), default="competing",
+                         help="how the load the calibration runs recorded carries over to --threads: "
+                         "'competing' (default) as busy threads of other processes that take their fair "
+                         "share, one thread among m + B; 'fixed' the same cores' worth at any m")
     machine.add_argument("--read-slowdown", metavar="S", help="with --calibrate-from: a gradient is slowed "
                          "by S x the time another thread copies the vector it reads (taken out of "
                          "concurrent runs' compute times first); default 0, or the machine file's when "
@@ -193,7 +197,7 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
             profile=profile, cores=None if cores in (None, "none") else cores,
             background_load=args.background_load, ignore_load=args.ignore_load,
             compute_resampling=args.compute_resampling or "timeline",
-            read_slowdown=_read_slowdown(args.read_slowdown))
+            read_slowdown=_read_slowdown(args.read_slowdown), load_model=args.load_model)
         if cores == "none":
             machine = machine.replace(cores=None)
         compute_text = args.compute_time or f"empirical:{sources[0]}"

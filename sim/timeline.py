@@ -36,7 +36,7 @@ import numpy as np
 from leashed.errors import SpecError
 from leashed.sim.timing import Distribution
 
-__all__ = ["DEFAULT_BLOCK_S", "Placement", "Timeline", "attempt_timelines", "compute_timeline"]
+__all__ = ["DEFAULT_BLOCK_S", "Placement", "Timeline", "attempt_timelines", "compute_timeline", "destall"]
 
 #: length of a replayed block of simulated time (about 90 gradients of the MNIST MLP at batch 64)
 DEFAULT_BLOCK_S = 0.05
@@ -168,30 +168,62 @@ def _thread_draws(timeline: Timeline, schedule: _Schedule, j: int, clock: Callab
         yield durations[i % len(durations)]
 
 
-def _by_thread(log: Any, instants: np.ndarray, durations: np.ndarray, mask: np.ndarray | None = None) \
+def destall(durations: np.ndarray, threshold_s: float) -> tuple[np.ndarray, int]:
+    """``durations`` (one thread's, in time order) with each stalled one, longer than the median by more
+    than ``threshold_s``, replaced by the last one before it that was not stalled (the median where none
+    was), and the count replaced. A phase that long was taken off its core for a time slice or more
+    (docs/simulator.md, "Calibrated predictions": a loaded calibration run)."""
+    d = np.asarray(durations, dtype=np.float64)
+    if len(d) == 0:
+        return d, 0
+    median = float(np.median(d))
+    stalled = d > median + threshold_s
+    count = int(stalled.sum())
+    if not count:
+        return d, 0
+    out = d.copy()
+    keep = np.where(~stalled, np.arange(len(d)), -1)
+    last = np.maximum.accumulate(keep)  # index of the last phase at or before i that did not stall
+    out[stalled] = np.where(last[stalled] >= 0, d[np.maximum(last[stalled], 0)], median)
+    return out, count
+
+
+def _by_thread(log: Any, instants: np.ndarray, durations: np.ndarray, mask: np.ndarray | None = None,
+               destall_s: float | None = None, counts: list[int] | None = None) \
         -> list[tuple[np.ndarray, np.ndarray]]:
-    """(instants, durations) of each thread of an update log that has any under ``mask``."""
+    """(instants, durations) of each thread of an update log that has any under ``mask``; with
+    ``destall_s``, each thread's durations :func:`destall`-ed (the counts appended to ``counts``)."""
     thread = np.asarray(log.thread, dtype=np.int64)
     out = []
     for j in np.unique(thread):
         mine = thread == j if mask is None else mask & (thread == j)
         if np.any(mine):
-            out.append((instants[mine], durations[mine]))
+            took = durations[mine]
+            if destall_s is not None:
+                order = np.argsort(instants[mine], kind="stable")
+                fixed, n = destall(took[order], destall_s)
+                took = np.empty_like(fixed)
+                took[order] = fixed
+                if counts is not None:
+                    counts.append(n)
+            out.append((instants[mine], took))
     return out
 
 
 def attempt_timelines(results: Sequence[Any], frame: Timeline, local: Sequence[np.ndarray],
-                      remote: Sequence[np.ndarray]) -> tuple[Timeline | None, Timeline | None]:
+                      remote: Sequence[np.ndarray], destall_s: float | None = None,
+                      counts: list[int] | None = None) -> tuple[Timeline | None, Timeline | None]:
     """Leashed: the completed attempts of ``results`` (t_attempt, t_commit − t_attempt per thread), the
     local and the remote ones (masks per run, :func:`leashed.sim.calibration.attempt_masks`), replayed
-    on ``frame``'s block schedule; None for a kind no run has."""
+    on ``frame``'s block schedule; None for a kind no run has. ``destall_s``: as in
+    :func:`compute_timeline`."""
     out: list[Timeline | None] = []
     for masks, kind in ((local, "local"), (remote, "remote")):
         runs = []
         for result, mask in zip(results, masks, strict=True):
             at = np.asarray(result.updates.t_attempt, dtype=np.float64)
             took = np.asarray(result.updates.t_commit, dtype=np.float64) - at
-            runs.append(_by_thread(result.updates, at, took, mask))
+            runs.append(_by_thread(result.updates, at, took, mask, destall_s, counts))
         if any(len(r) == 0 for r in runs):
             out.append(None)
             continue
@@ -200,11 +232,14 @@ def attempt_timelines(results: Sequence[Any], frame: Timeline, local: Sequence[n
 
 
 def compute_timeline(results: Sequence[Any], source: str, block_s: float = DEFAULT_BLOCK_S,
-                     subtract: Sequence[np.ndarray] | None = None) -> Timeline:
+                     subtract: Sequence[np.ndarray] | None = None, destall_s: float | None = None,
+                     counts: list[int] | None = None) -> Timeline:
     """The :class:`Timeline` of runtime results files: per run and thread, t_start and t_grad − t_start
     of every recorded gradient (dropped ones included: their gradient was computed), less ``subtract``
     (per run, seconds per update; the part of a gradient's time the simulator adds itself: a given read
-    slowdown, :func:`leashed.sim.calibration.calibrate`), never below 0."""
+    slowdown, :func:`leashed.sim.calibration.calibrate`), never below 0. ``destall_s``: each thread's
+    stalled gradients (longer than its median by more than that) :func:`destall`-ed, their counts
+    appended to ``counts``: the simulator's scheduler then takes the threads off their cores itself."""
     runs = []
     for n, result in enumerate(results):
         log = result.updates
@@ -212,5 +247,5 @@ def compute_timeline(results: Sequence[Any], source: str, block_s: float = DEFAU
         durations = np.asarray(log.t_grad, dtype=np.float64) - starts
         if subtract is not None:
             durations = durations - np.asarray(subtract[n], dtype=np.float64)
-        runs.append(_by_thread(log, starts, np.maximum(durations, 0.0)))
+        runs.append(_by_thread(log, starts, np.maximum(durations, 0.0), destall_s=destall_s, counts=counts))
     return Timeline(runs, source, block_s)

@@ -46,7 +46,15 @@ def test_calibrate_recovers_the_laws_and_the_machine():
     pooled, _ = calibrate([r1, r2, r2b], ["m1.npz", "m2.npz", "m2b.npz"], 4)
     assert pooled.notes["compute_from"] == "m2.npz, m2b.npz"
     assert len(pooled.compute.samples) == len(r2.updates) + len(r2b.updates)
-    assert machine.cores == 2 and machine.background_load == pytest.approx(0.2)
+    # the recorded loads as competing busy threads (fair share): m = 1 with 0.1 cores leaves a core free,
+    # so B = 0.1; m = 2 with 0.3: B = 2·0.3/(2 − 0.3); at m = 4 their mean B takes 2B/(4 + B)
+    b = (0.1 + 2 * 0.3 / 1.7) / 2
+    assert machine.cores == 2 and machine.background_load == pytest.approx(2 * b / (4 + b))
+    assert machine.notes["load_model"] == "competing" and machine.notes["recorded_load"] == pytest.approx(0.2)
+    _, fixed = calibrate([r1, r2], ["m1.npz", "m2.npz"], 4, load_model="fixed")
+    assert fixed.background_load == pytest.approx(0.2)  # the mean, at any m
+    with pytest.raises(SpecError, match="load model"):
+        calibrate([r1, r2], ["m1.npz", "m2.npz"], 4, load_model="steady")
     _, one = calibrate([r1, r2], ["m1.npz", "m2.npz"], 1)
     assert one.cores == 2
     t1, _ = calibrate([r1, r2], ["m1.npz", "m2.npz"], 1)
@@ -103,9 +111,18 @@ def test_calibrated_prediction_cli_flow(tmp_path):
     assert predicted.extra["timing"]["attempt_samples_local"] > 0
     proc = ok("compare", "predicted-m3.npz", "real-m3.npz")
     assert any(word in proc.stdout for word in ("agree", "differ", "inconclusive"))
+    if predicted.extra["machine"].get("recorded_load") is not None:  # /proc/stat was readable
+        assert predicted.extra["machine"]["load_model"] == "competing"
+        ok("simulate", "--calibrate-from", "m1.npz", "--calibrate-from", "m2.npz", "--machine",
+           "machine.json", "--threads", "3", "--replicates", "1", "--load-model", "fixed",
+           "--out", "fixed.npz")
+        fixed = RunResult.load(tmp_path / "fixed.npz").extra["machine"]
+        assert fixed["load_model"] == "fixed"
+        assert fixed["background_load"] == pytest.approx(fixed["recorded_load"])
     (tmp_path / "newer.json").write_text('{"format": "leashed-machine", "format_version": 99}')
     bads = ((("--machine", "missing.json"), "missing.json"), (("--machine", "newer.json"), "newer"),
-            (("--cores", "0"), "--cores"), (("--cores", "x"), "--cores"))
+            (("--cores", "0"), "--cores"), (("--cores", "x"), "--cores"),
+            (("--load-model", "steady"), "--load-model"))
     for bad, needle in bads:
         proc = run_cli("simulate", "--calibrate-from", "m2.npz", "--threads", "2", *bad, "--out", "bad.npz",
                        cwd=tmp_path)
@@ -157,3 +174,39 @@ def test_a_calibration_run_that_time_shared_the_cores_sets_the_rotation_jitter()
     assert from_file.rotation_jitter == 0.4 and from_file.notes["rotation_jitter_from"] == "machine file"
     _, own_runs = calibrate([r1, r2, r4], ["m1", "m2", "m4"], 8, profile=measured)
     assert own_runs.rotation_jitter == jittered.rotation_jitter  # a time-shared calibration run comes first
+
+
+def test_a_competing_load_takes_its_fair_share_at_every_thread_count():
+    """A busy loop is one thread among m + 1: on 2 cores it took 1.01, 0.66, 0.51, 0.42 and 0.25 cores
+    from 1, 2, 3, 4 and 8 MLP threads (2-core VM, docs/analysis.md). Read off one thread count, the
+    model gives the others."""
+    from leashed.sim.calibration import competing_load, competing_threads
+
+    b = competing_threads(0.66, 2, 2)  # 2·0.66/(2 − 0.66)
+    assert b == pytest.approx(0.985, abs=1e-3)
+    predicted = [competing_load(b, m, 2) for m in (1, 2, 3, 4, 8)]
+    assert predicted == pytest.approx([0.985, 0.66, 0.496, 0.395, 0.219], abs=2e-3)
+    for measured, value in zip([1.01, 0.66, 0.51, 0.42, 0.25], predicted, strict=True):
+        assert abs(measured - value) < 0.035
+    for load, c in [(0.3, 2), (0.5, 1), (1.2, 4), (0.01, 2)]:  # round trip
+        assert competing_load(competing_threads(load, c, 2), c, 2) == pytest.approx(load)
+    assert competing_threads(0.0, 2, 2) == 0.0 and competing_load(0.0, 8, 2) == 0.0
+    assert competing_threads(5.0, 2, 2) == pytest.approx(2 * 1.8 / 0.2)  # capped at 0.9 P
+
+
+def test_a_loaded_calibration_has_its_stalls_taken_out_and_the_scheduler_puts_the_load_back():
+    """Calibration runs whose recorded load took their threads off their cores (2 threads, 0.65 of 2
+    cores): their stalled phases are replaced (sim.timeline.destall), calibrated_share is 1, and the
+    prediction's scheduler gives the threads the share the load leaves. Quiet runs keep their phases."""
+    record = {"usable_cores": 2, "background_load_cores": 0.65}
+    loaded = [_as_runtime(_run(2, seed=s), record) for s in (1, 2)]
+    timing, machine = calibrate(loaded, ["a.npz", "b.npz"], 2)
+    assert timing.notes["destalled"]["calibration_load"] == pytest.approx(0.65)
+    assert machine.calibrated_share == 1.0
+    scheduler = machine.scheduler(2)
+    assert scheduler is not None and scheduler.share == pytest.approx((2 - 0.65) / 2, abs=0.01)
+    quiet = [_as_runtime(_run(2, seed=s), {"usable_cores": 2, "background_load_cores": 0.02}) for s in (1, 2)]
+    timing_q, machine_q = calibrate(quiet, ["a.npz", "b.npz"], 2)
+    assert "destalled" not in timing_q.notes
+    assert machine_q.calibrated_share == pytest.approx(1.0 - 0.02 / 2)
+    assert machine_q.scheduler(2) is None  # the quiet runs' own share: nothing added

@@ -277,3 +277,19 @@ def test_a_replayed_prediction_of_the_calibrating_process_does_not_differ(m):
     # and it still sees a machine 1.5x slower than the one it was calibrated on
     slower = compare_pair(predicted, [run(40 + k, 450e-6) for k in range(3)], calibrated=True)
     assert slower.quantities["throughput"].verdict == "differ"
+
+
+def test_destall_replaces_each_stalled_phase_by_the_last_one_before_it():
+    """A phase longer than the median by more than the threshold was taken off its core: it becomes the
+    last phase before it that was not (the median at the start)."""
+    from leashed.sim.timeline import destall
+
+    d = np.array([300e-6, 300e-6, 310e-6, 4.3e-3, 4.1e-3, 290e-6, 305e-6])
+    fixed, count = destall(d, 2e-3)
+    assert count == 2
+    assert fixed[3] == fixed[4] == d[2]  # both stalls take the phase before the first
+    assert np.array_equal(np.delete(fixed, [3, 4]), np.delete(d, [3, 4]))
+    first, n = destall(np.array([5e-3, 300e-6, 300e-6, 300e-6]), 2e-3)  # no phase before it
+    assert n == 1 and first[0] == pytest.approx(300e-6)
+    same, none = destall(np.array([300e-6, 310e-6]), 2e-3)
+    assert none == 0 and np.array_equal(same, [300e-6, 310e-6])
