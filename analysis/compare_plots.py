@@ -35,16 +35,17 @@ def _f(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
-def _cell(q: Any, both: bool) -> str:
-    """``pred/meas mark`` (both) or ``value [low, high] mark`` (the difference)."""
+def _cell(q: Any, both: bool, digits: int = 2) -> str:
+    """``pred/meas mark`` (both) or ``value [low, high] mark`` (the difference, ``digits`` significant
+    digits: 3 for a ratio near 1, where 2 print 0.986 and 1.03 as 0.99 and 1)."""
     if q is None:
         return "n/a"
     mark = _MARK.get(q.verdict, q.verdict)
     if both:
         return f"{_f(q.predicted.value)}/{_f(q.measured.value)} {mark}"
     d = q.difference
-    interval = f" [{_f(d.low, 2)},{_f(d.high, 2)}]" if d.low is not None else ""
-    return f"{_f(d.value, 2)}{interval} {mark}"
+    interval = f" [{_f(d.low, digits)},{_f(d.high, digits)}]" if d.low is not None else ""
+    return f"{_f(d.value, digits)}{interval} {mark}"
 
 
 def text_table(comparison: Any) -> str:
@@ -54,7 +55,7 @@ def text_table(comparison: Any) -> str:
     rows = [head]
     for p in comparison.pairs:
         q = p.quantities
-        rows.append((p.label, f"{p.n[0]}/{p.n[1]}", _cell(q["throughput"], False),
+        rows.append((p.label, f"{p.n[0]}/{p.n[1]}", _cell(q["throughput"], False, 3),
                      _cell(q.get("cas_failure"), True), _cell(q.get("cas_failure"), False),
                      _cell(q["staleness_mean"], True), _cell(q["dispersion"], True),
                      _cell(q["staleness_tv"], False), p.verdict))
