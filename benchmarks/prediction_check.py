@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run: m = 1, 2, 500 updates each "
                         "(numbers not meaningful)")
     args = parser.parse_args(argv)
+    if args.busy_core and args.busy_throughout:
+        raise SystemExit("prediction_check.py: error: --busy-core and --busy-throughout exclude each other")
     if args.quick:
         args.threads = "1,2"
     size = ["--updates", "500"] if args.quick else ["--epochs", str(args.epochs)]
@@ -175,8 +177,6 @@ def main(argv: list[str] | None = None) -> int:
     rounds: list[list[Path]] = []  # each round's calibration runs
     targets: dict[int, list[Path]] = {m: [] for m in threads}
     repeats = max(2, args.repeats)
-    if args.busy_core and args.busy_throughout:
-        raise SystemExit("prediction_check.py: error: --busy-core and --busy-throughout exclude each other")
     throughout = _busy_loop(0) if args.busy_throughout else None
     try:
         _run_rounds(args, out, size, threads, repeats, rounds, targets, machine, calibrate_machine, started)

@@ -198,3 +198,25 @@ def test_runtime_scaling_bad_input_is_one_error_line_and_status_2(args, needle):
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and needle in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_prediction_check_quick_runs_rounds_predicts_and_writes_its_table(tmp_path):
+    """The prediction check end to end (--quick: m = 1, 2, 500 updates, 2 rounds): calibration and target
+    runs, the machine file, paired predictions, a comparison per m and the table, with a line of progress
+    per prediction. Its numbers are not meaningful at this size; the verdict column must hold one."""
+    proc = subprocess.run([sys.executable, str(BENCH / "prediction_check.py"), "--quick", "--no-control",
+                           "--repeats", "2", "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "round 2/2 done" in proc.stdout and "predicting m = 2, calibrated: 2 x 5 seeds ..." in proc.stdout
+    assert (tmp_path / "machine.json").exists()
+    for m in (1, 2):
+        comparison = json.loads((tmp_path / f"compare-calibrated-m{m}" / "comparison.json").read_text())
+        assert comparison["pairs"][0]["paired"] == 2
+        assert comparison["pairs"][0]["verdict"] in ("agree", "differ", "inconclusive")
+    assert len(list(tmp_path.glob("run-m*-s*.npz"))) == 2 * 2 + 2 * 2  # calibration + target runs
+    clash = subprocess.run([sys.executable, str(BENCH / "prediction_check.py"), "--quick", "--busy-core",
+                            "--busy-throughout", "--out", str(tmp_path / "x")], capture_output=True,
+                           text=True, timeout=60)
+    assert clash.returncode != 0 and "exclude each other" in clash.stderr
+    assert not (tmp_path / "x").exists()  # refused before anything is made
