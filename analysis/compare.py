@@ -31,10 +31,11 @@ inside the tolerance, ``differ`` if it lies entirely outside, ``inconclusive`` o
   docs/analysis.md);
 * mean staleness: |Δ| ≤ 0.10 · max(measured mean, 1) (``mean_tol``); reported as ``identity`` and not
   judged where E τ = m − 1 holds by construction on both sides (hogwild; leashed with T_p = ∞; T1);
-* dispersion: |Δ D| ≤ 0.15 · max(measured D, 1) (``dispersion_tol``); ``identity`` at one thread, where
-  every τ is 0 (as is the mean); ``inconclusive`` where either side's Var τ rests on fewer than
-  ``min_effective`` (30) updates' worth of squared deviations (:func:`effective_tail_count`): a few long
-  stalls decide it, and no interval from those runs can say how much the next runs' stalls differ.
+* dispersion: |Δ D| ≤ 0.15 · max(measured D, 1) (``dispersion_tol``); ``identity`` at one thread and
+  for sync, where every τ is 0 (as is the mean); ``inconclusive`` where either side's Var τ
+  rests on fewer than ``min_effective`` (30) updates' worth of squared deviations
+  (:func:`effective_tail_count`): a few long stalls decide it, and no interval from those runs can say
+  how much the next runs' stalls differ.
 
 A pair's verdict is ``differ`` if any quantity differs, ``agree`` if all judged ones agree, else
 ``inconclusive``; the same rule combines the pairs. The chi-square homogeneity test of the pooled counts
@@ -588,12 +589,14 @@ def compare_pair(predicted: Any | Sequence[Any], measured: Any | Sequence[Any], 
                                           judged=None if calibrated else eq.NOT_JUDGED)}
     if alg.has_cas:
         quantities["cas_failure"] = _quantity("cas_failure", p_side, m_side, c, pairs=pairs)
-    one_thread = first.spec.threads == 1  # τ ≡ 0: nothing else commits between a read and its commit
-    identity = alg.identity_holds(first.spec.persistence) or one_thread
+    # τ ≡ 0: nothing else commits between a read and its commit (one thread), or by construction (sync:
+    # Algorithm.zero_staleness)
+    zero = first.spec.threads == 1 or alg.zero_staleness
+    identity = alg.identity_holds(first.spec.persistence) or zero
     quantities["staleness_mean"] = _quantity("staleness_mean", p_side, m_side, c, pairs=pairs,
                                              judged=eq.IDENTITY if identity else None)
     quantities["dispersion"] = _quantity("dispersion", p_side, m_side, c, pairs=pairs,
-                                         judged=eq.IDENTITY if one_thread else None)
+                                         judged=eq.IDENTITY if zero else None)
     dispersion = quantities["dispersion"]
     if dispersion.verdict in (eq.AGREE, eq.DIFFER, eq.INCONCLUSIVE):
         n_eff = min(effective_tail_count(p_side.hist), effective_tail_count(m_side.hist))

@@ -85,6 +85,12 @@ class Algorithm:
         """Whether a run of this algorithm with bound ``persistence`` can drop gradients."""
         return self.has_persistence and persistence != float("inf")
 
+    @property
+    def zero_staleness(self) -> bool:
+        """Whether every τ is 0 by construction: a non-asynchronous algorithm (sync's gradients read the
+        round's θ and make its version; seq runs one thread), papers.md §2."""
+        return not self.asynchronous
+
     def identity_holds(self, persistence: float) -> bool:
         """Whether E[τ] = m − 1 holds by construction for this algorithm and bound (T1)."""
         return self.staleness_identity and not self.has_persistence_bound(persistence)

@@ -352,6 +352,10 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
         raise SpecError(f"compute resampling must be 'timeline' or 'pooled', not {compute_resampling!r}")
     update = base.update if len(parts) == 1 else Empirical(
         np.concatenate([p.update.samples for p in parts]), f"{names} (update)")
+    if results[0].spec.algorithm == "sync" and int(results[closest].spec.threads) != threads:
+        # each of the m threads applies its stripe, 1/m of the coordinates (papers.md §2): the runs' m_cal
+        # threads' stripes were m/m_cal times as long as the m predicted
+        update = Scaled(update, int(results[closest].spec.threads) / threads)
     notes: dict[str, Any] = {**base.notes, "calibrated_from": ", ".join(sources), "compute_from": names,
                              "calibration_threads": [int(r.spec.threads) for r in results],
                              "calibration_samples": int(len(compute.samples)),

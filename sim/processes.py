@@ -202,13 +202,17 @@ def seq_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float]) -> 
 class _Round:
     """One SYNC round: the barrier and what the arriving workers bring to it."""
 
-    __slots__ = ("version", "expected", "arrived", "event")
+    __slots__ = ("version", "expected", "arrived", "event", "starting", "ready")
 
     def __init__(self, env: simpy.Environment, version: int, expected: int) -> None:
         self.version = version
         self.expected = expected
         self.arrived: list[tuple[int, int, float, float, float, Any]] = []
         self.event = Event(env)
+        #: the machine model's sync worker: (thread, gradient demand) of the threads that started the
+        #: round, and the event that hands them their gradients' end instants
+        self.starting: list[tuple[int, float]] = []
+        self.ready: Event | None = None
 
 
 def sync_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float]) -> Gen:
@@ -237,13 +241,14 @@ def sync_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float]) ->
         s += 1
 
 
-def _finish_round(sh: Shared, rnd: _Round) -> None:
-    """The last arrival at the barrier: the round's update (stripes in parallel: the slowest U) and its
-    records, in thread order; then release everybody."""
+def _finish_round(sh: Shared, rnd: _Round, end: float | None = None) -> None:
+    """The last arrival at the barrier: the round's update (stripes in parallel: the slowest U, or the
+    instant ``end`` the machine model gives) and its records, in thread order; then release everybody."""
     env = sh.env
     s = rnd.version
     arrived = sorted(rnd.arrived)
-    end = env.now + max(a[4] for a in arrived)
+    if end is None:
+        end = env.now + max(a[4] for a in arrived)
     for i, k, t_start, t_grad, _, _ in arrived:
         sh.rec.extend((i, k, s, s, 1, 0, t_start, t_grad, end, 0.0, 0.0))
     sh.version = s + 1

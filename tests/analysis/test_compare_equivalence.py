@@ -108,6 +108,14 @@ def test_identity_is_reported_not_judged():
         q = pair.quantities
         assert q["staleness_mean"].verdict == q["dispersion"].verdict == "identity"
         assert pair.verdict != "inconclusive" or pair.quantities["throughput"].verdict == "inconclusive"
+    # sync at m > 1: τ ≡ 0 by construction (Algorithm.zero_staleness); the dispersion of two
+    # all-zero samples is no judgement (it read "inconclusive" and made every sync comparison so)
+    for alg in ("sync",):
+        s = spec(alg, 4, n=800)
+        pair = C.compare_pair(simulate(s), measured(s.replace(seed=3)), calibrated=True)
+        q = pair.quantities
+        assert q["staleness_mean"].verdict == q["dispersion"].verdict == "identity", alg
+        assert pair.verdict == q["throughput"].verdict, (alg, pair.detail())
 
 
 def _with_replicates(s, seeds):

@@ -210,3 +210,20 @@ def test_a_loaded_calibration_has_its_stalls_taken_out_and_the_scheduler_puts_th
     assert "destalled" not in timing_q.notes
     assert machine_q.calibrated_share == pytest.approx(1.0 - 0.02 / 2)
     assert machine_q.scheduler(2) is None  # the quiet runs' own share: nothing added
+
+
+def test_sync_update_time_is_the_stripe_after_the_barrier_and_scales_with_the_threads():
+    """sync: U = t_commit − the round's last t_grad (t_commit − t_grad also holds the wait for the slowest
+    gradient, which the simulator adds itself), and each of m threads applies 1/m of the coordinates, so
+    a prediction of m threads from runs of m_cal scales U by m_cal / m."""
+    from leashed.sim.timing import measured_times
+
+    spec = spec_of("sync", 2, 400, "const:1", "const:1")
+    timing = TimingModel(Gamma(250e-6, 0.3), Constant(20e-6))
+    run2 = _as_runtime(run_simulation(spec, timing, metadata=False).result)
+    _, update = measured_times(run2)
+    assert np.allclose(update, 20e-6)  # not 20 µs plus the wait for the other thread's gradient
+    t4, _ = calibrate([run2], ["s2.npz"], 4)
+    assert t4.update.mean == pytest.approx(10e-6)  # half the stripe
+    t2, _ = calibrate([run2], ["s2.npz"], 2)
+    assert t2.update.mean == pytest.approx(20e-6)

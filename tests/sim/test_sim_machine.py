@@ -266,3 +266,37 @@ def test_rotation_jitter_option(tmp_path):
     assert_one_line_error(run_cli(*common, "--rotation-jitter", "0.5", "--out", str(tmp_path / "d.npz")),
                           "--rotation-jitter needs cores")
     assert not (tmp_path / "c.npz").exists() and not (tmp_path / "d.npz").exists()
+
+
+def test_list_schedule_by_hand():
+    from leashed.sim.machine_workers import list_schedule
+
+    assert list_schedule([1.0, 1.0, 1.0, 1.0], 2, 0.0) == [1.0, 1.0, 2.0, 2.0]
+    assert list_schedule([1.0, 1.0, 1.0], 2, 5.0) == [6.0, 6.0, 7.0]
+    assert list_schedule([1.0, 3.0, 1.0, 1.0], 2, 0.0) == [1.0, 3.0, 2.0, 3.0]  # the first core free
+    assert list_schedule([1.0, 1.0], 1.6, 0.0) == pytest.approx([1.25, 1.25])  # 2 cores at 0.8 speed
+    assert list_schedule([1.0], 8, 0.0) == [1.0]
+
+
+def test_sync_four_threads_two_cores_hand_solved():
+    # C = 1, U = 0.25, slice 1. The runtime's barrier yields its core, so a round's gradients and then
+    # its stripes run as a greedy list schedule on the 2 cores: W0, W1 end their gradients at 1, W2, W3 at
+    # 2; the four stripes at 2.25, 2.25, 2.5, 2.5: the round ends at 2.5 (ideal machine: 1.25). Round 1
+    # likewise from 2.5: gradients 3.5, 3.5, 4.5, 4.5, the round's end 5.0.
+    spec = spec_of("sync", 4, 8, "const:1.0", "const:0.25")
+    s = run_simulation(spec, metadata=False, machine=Machine(cores=2, time_slice_s=1.0))
+    u = s.result.updates
+    assert u.thread.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert u.t_grad.tolist() == [1.0, 1.0, 2.0, 2.0, 3.5, 3.5, 4.5, 4.5]
+    assert u.t_commit.tolist() == [2.5] * 4 + [5.0] * 4
+    assert s.result.totals["wall_time_s"] == 5.0
+    assert s.result.extra["machine"]["applied"] is True and "not_applied" not in s.result.extra["machine"]
+    # three threads: two gradients' time per round, not 1.5 (processor sharing)
+    three = run_simulation(spec_of("sync", 3, 3, "const:1.0", "const:0"), metadata=False,
+                           machine=Machine(cores=2, time_slice_s=1.0)).result
+    assert three.totals["wall_time_s"] == 2.0
+    # a core for every thread: exactly the ideal machine's run
+    ideal = run_simulation(spec, metadata=False).result.updates
+    roomy = run_simulation(spec, metadata=False, machine=Machine(cores=8, time_slice_s=1.0)).result.updates
+    for name in ("thread", "t_start", "t_grad", "t_commit", "staleness"):
+        assert getattr(roomy, name).tolist() == getattr(ideal, name).tolist(), name
