@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from leashed.algorithms import algorithm as algorithm_entry
 from leashed.errors import SpecError
 from leashed.sim.machine import DEFAULT_TIME_SLICE_S, Machine, Scheduler, longest_regular_gap, rotation_jitter
 from leashed.sim.timeline import Timeline, attempt_timelines, compute_timeline
@@ -268,11 +269,7 @@ def carried_load(results: Sequence[Any], threads: int, cores: int | None,
     little."""
     if model not in LOAD_MODELS:
         raise SpecError(f"load model must be one of {', '.join(LOAD_MODELS)}, not {model!r}")
-    pairs = []
-    for r in results:
-        value = recorded_machine(r).get("background_load_cores")
-        if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
-            pairs.append((float(value), int(r.spec.threads)))
+    pairs = [(load, int(r.spec.threads)) for r in results if (load := _recorded_load(r)) is not None]
     if not pairs:
         return 0.0, {}
     recorded = float(np.mean([v for v, _ in pairs]))
@@ -284,10 +281,17 @@ def carried_load(results: Sequence[Any], threads: int, cores: int | None,
                   "competing_threads": competitors}
 
 
+def _recorded_load(result: Any) -> float | None:
+    """The background load (cores' worth) a run recorded; None where it recorded no valid one."""
+    value = recorded_machine(result).get("background_load_cores")
+    if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
+
+
 def _recorded_loads(results: Sequence[Any]) -> list[float]:
     """The background load (cores' worth) each run recorded, where it recorded a valid one."""
-    loads = [recorded_machine(r).get("background_load_cores") for r in results]
-    return [float(v) for v in loads if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0]
+    return [load for r in results if (load := _recorded_load(r)) is not None]
 
 
 def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, copy_fraction: float = 0.5,
@@ -352,7 +356,8 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
         raise SpecError(f"compute resampling must be 'timeline' or 'pooled', not {compute_resampling!r}")
     update = base.update if len(parts) == 1 else Empirical(
         np.concatenate([p.update.samples for p in parts]), f"{names} (update)")
-    if results[0].spec.algorithm == "sync" and int(results[closest].spec.threads) != threads:
+    if algorithm_entry(results[0].spec.algorithm).versions_are_rounds \
+            and int(results[closest].spec.threads) != threads:
         # each of the m threads applies its stripe, 1/m of the coordinates (papers.md §2): the runs' m_cal
         # threads' stripes were m/m_cal times as long as the m predicted
         update = Scaled(update, int(results[closest].spec.threads) / threads)

@@ -24,7 +24,7 @@ from leashed.errors import LeashedError, SpecError
 from leashed.machine import load_machine
 from leashed.models.registry import model_descriptor
 from leashed.results import RunResult
-from leashed.sim.calibration import calibrate, switch_cost
+from leashed.sim.calibration import LOAD_MODELS, calibrate, switch_cost
 from leashed.sim.machine import DEFAULT_TIME_SLICE_S, Machine
 from leashed.sim.replicates import run_replicates
 from leashed.sim.simulate import DEFAULT_SAMPLES
@@ -81,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "processes (default: what the calibration runs recorded, else 0)")
     machine.add_argument("--ignore-load", action="store_true", help="ignore the background load the "
                          "calibration runs recorded")
-    machine.add_argument("--load-model", choices=("competing", "fixed"), default="competing",
+    machine.add_argument("--load-model", choices=LOAD_MODELS, default="competing",
                          help="how the load the calibration runs recorded carries over to --threads: "
                          "'competing' (default) as busy threads of other processes that take their fair "
                          "share, one thread among m + B; 'fixed' the same cores' worth at any m")

@@ -28,7 +28,7 @@ from typing import Any
 
 from simpy import Event
 
-from leashed.sim.processes import Gen, Shared, Timeout, _finish_round, _gradient, _Round
+from leashed.sim.processes import Gen, Shared, Timeout, _finish_round, _gradient, _round_of
 
 __all__ = ["MACHINE_WORKERS", "MachineState", "leashed_abandoning_worker", "leashed_runtime_worker"]
 
@@ -476,9 +476,8 @@ def sync_machine_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[fl
         k = s * m + i
         if k >= sh.n_total:
             return
-        rnd = sh.round
-        if rnd is None or rnd.version != s:
-            rnd = sh.round = _Round(env, s, min(m, sh.n_total - s * m))
+        rnd = _round_of(sh, s)
+        if rnd.ready is None:
             rnd.ready = Event(env)
         t_start = env.now
         c = next(cs)

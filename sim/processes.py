@@ -215,6 +215,14 @@ class _Round:
         self.ready: Event | None = None
 
 
+def _round_of(sh: Shared, s: int) -> _Round:
+    """Round s: the one in progress, or a new one for the first worker to reach it."""
+    rnd = sh.round
+    if rnd is None or rnd.version != s:
+        rnd = sh.round = _Round(sh.env, s, min(sh.m, sh.n_total - s * sh.m))
+    return rnd
+
+
 def sync_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float]) -> Gen:
     """SYNC (papers.md §2): compute on the round's θ, barrier, parallel stripe updates, barrier."""
     env = sh.env
@@ -225,9 +233,7 @@ def sync_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[float]) ->
         k = s * m + i
         if k >= sh.n_total:
             return
-        rnd = sh.round
-        if rnd is None or rnd.version != s:
-            rnd = sh.round = _Round(env, s, min(m, sh.n_total - s * m))
+        rnd = _round_of(sh, s)
         t_start = env.now
         c = next(cs)
         u = next(us)

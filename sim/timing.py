@@ -535,8 +535,10 @@ def measured_times(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
                         "use a run with at least one update")
     compute = np.asarray(log.t_grad - log.t_start, dtype=np.float64)
     attempts = np.maximum(np.asarray(log.attempts, dtype=np.int64), 1)
+    from leashed.algorithms import algorithm as entry
+
     arrived = np.asarray(log.t_grad, dtype=np.float64)
-    if getattr(getattr(result, "spec", None), "algorithm", None) == "sync" and len(log):
+    if entry(result.spec.algorithm).versions_are_rounds:
         rounds = np.asarray(log.version_read, dtype=np.int64)
         _, index = np.unique(rounds, return_inverse=True)
         last = np.full(int(index.max()) + 1, -np.inf)
