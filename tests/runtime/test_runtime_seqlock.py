@@ -56,11 +56,16 @@ def test_counter_model_is_exact(m):
 @pytest.mark.parametrize("m", [2, 4])
 def test_snapshots_are_consistent(m):
     """The counter model's loss is −mean(θ): a consistent snapshot of version v has loss exactly −v. The
-    coordinator's snapshots use the workers' reader (seqlock_read); HOGWILD!'s racy copy fails this."""
-    result = run(counter_spec("seqlock", m, updates=2000, dim=50_000).replace(evaluations=20))
+    coordinator's snapshots use the workers' reader (seqlock_read); HOGWILD!'s racy copy fails this.
+
+    The coordinator snapshots when it wakes past an evaluation point (at least 5 ms apart), so the run is
+    long enough (about 0.2 s here) for most of the 19 points to get their own snapshot while workers run;
+    the first and the final snapshot are taken with no worker running and do not count."""
+    result = run(counter_spec("seqlock", m, updates=8000, dim=50_000).replace(evaluations=20))
     s = result.samples
     evaluated = ~np.isnan(s.loss)
-    assert evaluated.sum() >= 10
+    during = evaluated & (s.version > 0) & (s.version < 8000)
+    assert during.sum() >= 8, f"only {during.sum()} snapshots were taken while the workers ran"
     np.testing.assert_array_equal(s.loss[evaluated], -s.version[evaluated].astype(np.float64))
 
 
