@@ -37,6 +37,11 @@ inside the tolerance, ``differ`` if it lies entirely outside, ``inconclusive`` o
   (:func:`effective_tail_count`): a few long stalls decide it, and no interval from those runs can say
   how much the next runs' stalls differ.
 
+With ``paired`` and at least ``Criteria.trimmed_pairs`` (10) pairs, throughput is judged on the 20 %
+trimmed mean of the per-pair log ratios with Yuen's interval (:func:`.equivalence.paired_trimmed_mean`),
+the pooled paired ratio reported beside it (``Quantity.pooled``): a run that met a slower host moves it by
+a kept pair's worth, not by its size.
+
 A pair's verdict is ``differ`` if any quantity differs, ``agree`` if all judged ones agree, else
 ``inconclusive``; the same rule combines the pairs. The chi-square homogeneity test of the pooled counts
 is reported for information only: it assumes independent samples, and staleness is autocorrelated.
@@ -88,6 +93,9 @@ class Criteria:
     min_batch: int = 20
     max_lag1: float = 0.3
     bootstrap: int = 400
+    #: with at least this many pairs (``paired``), throughput is judged on the 20 % trimmed mean of the
+    #: pair ratios and Yuen's interval (:func:`.equivalence.paired_trimmed_mean`); fewer, the pooled ratio
+    trimmed_pairs: int = 10
 
     def describe(self) -> str:
         """One sentence stating the tolerances."""
@@ -374,9 +382,15 @@ class Quantity:
     note: str = ""
     batches: tuple[int, int] = (0, 0)
     lag1: tuple[float | None, float | None] = (None, None)
+    #: ``pooled`` (the difference of the pooled estimates) or ``trimmed`` (the 20 % trimmed mean of the
+    #: pair differences)
+    statistic: str = "pooled"
+    #: with ``statistic == "trimmed"``: the pooled paired difference, reported beside it
+    pooled: eq.Estimate | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "scale": self.scale,
+        return {"name": self.name, "scale": self.scale, "statistic": self.statistic,
+                "pooled": self.pooled.to_dict() if self.pooled is not None else None,
                 "se_of": "log of the value" if self.scale == "ratio" else "the value",
                 "predicted": self.predicted.to_dict(),
                 "measured": self.measured.to_dict(), "difference": self.difference.to_dict(),
@@ -392,6 +406,10 @@ class Quantity:
         interval = f"[{_f(d.low)}, {_f(d.high)}]" if d.low is not None else "[no interval]"
         tol_text = f"[{_f(tol[0])}, {_f(tol[1])}]" if tol else "-"
         why = f" ({self.note})" if self.note.startswith("not judged") else ""
+        if self.statistic == "trimmed":
+            what = f"trimmed pair {what}"
+            interval += f" (20 % trimmed mean of pairs; pooled {_f(self.pooled.value)})" \
+                if self.pooled is not None else ""
         return f"{self.name} {what} {_f(d.value)} {interval}, tolerance {tol_text}: {self.verdict}{why}"
 
 
@@ -415,10 +433,14 @@ def _quantity(name: str, pred: Side, meas: Side, c: Criteria, *, judged: str | N
               pairs: Pairs | None = None) -> Quantity:
     key = "staleness" if name in ("staleness_mean", "dispersion") else name
     a, b = _estimate(pred, name, key, c), _estimate(meas, name, key, c)
+    pooled = None  # the pooled paired ratio, reported beside a trimmed one
     if pairs is None:
         diff = eq.difference(a, b, c.confidence)
     elif key in pairs[0] and key in pairs[1]:
         diff = eq.paired_difference(pairs[0][key], pairs[1][key], ESTIMATORS[name], c.confidence)
+        if name == "throughput" and len(pairs[0][key].sums) >= c.trimmed_pairs:
+            pooled = _exp(diff)
+            diff = eq.paired_trimmed_mean(pairs[0][key], pairs[1][key], ESTIMATORS[name], c.confidence)
     else:
         diff = eq.Estimate(None, math.inf, 0, None, None)
     units = tuple(s.units[key].batches if key in s.units else 0 for s in (pred, meas))
@@ -438,10 +460,14 @@ def _quantity(name: str, pred: Side, meas: Side, c: Criteria, *, judged: str | N
         tol = (-half, half)
     verdict = judged or eq.equivalence(diff.low, diff.high, *tol)
     note = f"over {len(pairs[0][key].sums)} pairs" if pairs and key in pairs[0] else ""
+    if pooled is not None:
+        note = (f"20 % trimmed mean of {len(pairs[0][key].sums)} pair ratios (Yuen's interval); pooled "
+                f"ratio {_f(pooled.value)} [{_f(pooled.low)}, {_f(pooled.high)}]")
     if diff.low is None and judged is None:
         note = (f"too few updates for an interval (at least {c.min_batches} batches of {c.min_batch} "
                 f"per side, or 2 replicates{', in every file of a pair' if pairs else ''})")
-    return Quantity(name, a, b, diff, tol, verdict, scale, note, units, lags)
+    return Quantity(name, a, b, diff, tol, verdict, scale, note, units, lags,
+                    "pooled" if pooled is None else "trimmed", pooled)
 
 
 def _tv_quantity(pred: Side, meas: Side, c: Criteria, pairs: Pairs | None = None) -> Quantity:

@@ -48,6 +48,13 @@ def _cell(q: Any, both: bool, digits: int = 2) -> str:
     return f"{_f(d.value, digits)}{interval} {mark}"
 
 
+def _trimmed_note(pair: Any) -> str:
+    """`` (throughput: trimmed mean of pair ratios)`` where a paired comparison judges throughput on it."""
+    q = pair.quantities.get("throughput")
+    return " (throughput: 20 % trimmed mean of pair ratios)" if q is not None and q.statistic == "trimmed" \
+        else ""
+
+
 def text_table(comparison: Any) -> str:
     """One row per pair, a legend, the deciding quantities of pairs that do not agree, the verdict."""
     head = ("run", "N sim/run", "X ratio [CI]", "CAS fail sim/run", "Δ CAS [CI]", "mean τ sim/run",
@@ -69,7 +76,7 @@ def text_table(comparison: Any) -> str:
     paired = [p for p in comparison.pairs if p.paired]
     if paired:
         lines.append("paired (intervals of the differences over prediction/measurement pairs): "
-                     + ", ".join(f"{p.label} {p.paired} pairs" for p in paired))
+                     + ", ".join(f"{p.label} {p.paired} pairs{_trimmed_note(p)}" for p in paired))
     for p in comparison.pairs:
         if p.verdict != eq.AGREE:
             lines.append(f"{p.label}: {p.detail()}")

@@ -118,6 +118,18 @@ def _load(run: Path) -> float:
     return float((RunResult.load(run).metadata.get("machine") or {}).get("background_load_cores") or 0.0)
 
 
+def _ratio(pair: dict[str, Any]) -> str:
+    """The throughput ratio and its interval, ``1.01 [0.99, 1.03]``, ``t`` after it when it is the trimmed
+    mean of the pair ratios (``leashed compare --paired`` with 10 pairs or more)."""
+    q = pair.get("quantities", {}).get("throughput") or {}
+    d = q.get("difference") or {}
+    value, (low, high) = d.get("value"), (d.get("interval") or [None, None])
+    if value is None:
+        return "-"
+    interval = f" [{low:.3g}, {high:.3g}]" if low is not None and high is not None else ""
+    return f"{value:.3g}{interval}{' t' if q.get('statistic') == 'trimmed' else ''}"
+
+
 def _value(entry: Any) -> Any:
     return entry.get("value") if isinstance(entry, dict) else entry
 
@@ -221,8 +233,8 @@ def _predict_and_compare(args: argparse.Namespace, out: Path, threads: list[int]
     calibration = [c for cal in rounds for c in cal]
     paired = not args.unpaired
     table = Table("calibrated predictions against the runtime (leashed, MNIST MLP, batch 64)",
-                  ["m", "variant", "X pred", "X meas", "X", "CAS pred", "CAS meas", "CAS", "tau pred",
-                   "tau meas", "TV", "TV verdict", "overall"])
+                  ["m", "variant", "X pred", "X meas", "X ratio [90% CI]", "X", "CAS pred", "CAS meas", "CAS",
+                   "tau pred", "tau meas", "TV", "TV verdict", "overall"])
     for m in threads:
         loads = [_load(t) for t in targets[m]] if args.busy_core else [0.0] * repeats
         mean_load = sum(loads) / len(loads)
@@ -245,15 +257,17 @@ def _predict_and_compare(args: argparse.Namespace, out: Path, threads: list[int]
             cp, cm, cv = _cell(pair, "cas_failure")
             tp, tm, _ = _cell(pair, "staleness_mean")
             tv, _, tvv = _cell(pair, "staleness_tv")
-            row = dict(m=m, variant=name, **{"X pred": xp, "X meas": xm, "X": xv, "CAS pred": cp,
+            row = dict(m=m, variant=name, **{"X pred": xp, "X meas": xm, "X ratio [90% CI]": _ratio(pair),
+                                             "X": xv, "CAS pred": cp,
                                              "CAS meas": cm, "CAS": cv, "tau pred": tp, "tau meas": tm,
                                              "TV": tv, "TV verdict": tvv, "overall": pair.get("verdict")})
             table.add(**row)
     how = (f"paired: round r's prediction calibrated from its own {rounds[0][0].name.split('-s')[0]}, "
            f"{rounds[0][1].name.split('-s')[0]} runs, {repeats} rounds" if paired else
            f"unpaired: calibrated from {', '.join(p.name for p in calibration)}")
-    table.notes.append(f"{how} and {machine.name}; X = committed updates/s; CAS = failed / all attempts; "
-                       f"{load_note()}")
+    table.notes.append(f"{how} and {machine.name}; X = committed updates/s; X ratio = predicted / measured "
+                       f"(t: the 20 % trimmed mean of the pair ratios, 10 pairs or more); "
+                       f"CAS = failed / all attempts; {load_note()}")
     print(table.to_text())
     table.write(out, "prediction_check")
     print(f"load average at the end {os.getloadavg()[0]:.2f}; {time.perf_counter() - started:.0f} s in all")

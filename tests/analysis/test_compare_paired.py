@@ -139,3 +139,94 @@ def test_cli_paired(tmp_path):
         assert proc.returncode == 2 and proc.stdout == "", proc.stdout
         assert proc.stderr.startswith("leashed: error: --paired needs as many predictions as measured runs")
         assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+# ------------------------------------------------------- the trimmed mean of pair ratios (>= 10 pairs)
+def test_paired_trimmed_mean_by_hand():
+    ratios = [1.00, 0.98, 1.03, 1.01, 0.99, 1.02, 0.60, 0.97, 1.04, 1.00]  # one pair 0.6x: a slow host
+    meas = [[1000.0, 1.0] for _ in ratios]
+    pred = [[1000.0 * r, 1.0] for r in ratios]
+    d = E.paired_trimmed_mean(_units(pred), _units(meas), LOG_X, 0.90)
+    logs = np.sort(np.log(ratios))
+    kept = logs[2:8]  # floor(0.2 * 10) = 2 set aside at each end: the 0.6 pair is one of them
+    assert d.value == pytest.approx(float(kept.mean()))
+    w = np.clip(logs, logs[2], logs[7])  # winsorized: the two at each end replaced by the nearest kept
+    se = math.sqrt(((w - w.mean()) ** 2).sum() / (6 * 5))
+    assert d.se == pytest.approx(se) and d.df == 5
+    half = 2.015048 * se  # t(0.95, df 5)
+    assert (d.low, d.high) == pytest.approx((d.value - half, d.value + half), rel=1e-6)
+    # the pooled ratio would carry the 0.6 pair by its size
+    pooled = E.paired_difference(_units(pred), _units(meas), LOG_X, 0.90)
+    assert pooled.value < d.value - 0.03
+    assert E.paired_trimmed_mean(_units(pred[:1]), _units(meas[:1]), LOG_X, 0.90).low is None
+    with pytest.raises(ValueError):
+        E.paired_trimmed_mean(_units(pred), _units(meas[:3]), LOG_X, 0.90)
+
+
+def _pairs(rng, n, slower=1.0, slow_meas=0.15, slow_pred=0.05):
+    """n pairs: speeds drift ×e^N(0, 0.25) between pairs, 5.5 % noise per run (the spread of the pair ratios
+    of quiet 2-core-VM rounds, from their interquartile range); a measured run meets a slow host (×U(0.55,
+    0.80), as 2–6 of 40 did on that VM) with probability ``slow_meas``, a calibration with ``slow_pred``."""
+    speed = 1000 * np.exp(rng.normal(0, 0.25, n))
+
+    def slowed(p):
+        return np.where(rng.random(n) < p, rng.uniform(0.55, 0.80, n), 1.0)
+
+    pred = np.column_stack([speed * slowed(slow_pred) * np.exp(rng.normal(0, 0.055, n)), np.ones(n)])
+    meas = np.column_stack([speed * slowed(slow_meas) / slower * np.exp(rng.normal(0, 0.055, n)), np.ones(n)])
+    return pred, meas
+
+
+def test_paired_trimmed_mean_false_alarms_and_power_under_slow_host_runs():
+    """1,000 trials each of 10, 20 and 40 pairs. Clean pairs: the interval covers the true ratio in about
+    its nominal 90 %. With slow-host runs mixed in, true typical ratio 1: `differ` <= 5 % and, at 20 and 40
+    pairs, `agree` far more often than the pooled ratio; a 1.5x slower machine: `differ` >= 90 %."""
+    rng = np.random.default_rng(3)
+    tol = (-math.log(1.1), math.log(1.1))
+    trials = 1000
+    rates = {}
+    for n in (10, 20, 40):
+        covered = differ = agree = agree_pooled = flagged = 0
+        for _ in range(trials):
+            pred, meas = _pairs(rng, n, slow_meas=0.0, slow_pred=0.0)
+            d = E.paired_trimmed_mean(_units(pred), _units(meas), LOG_X, 0.90)
+            covered += d.low <= 0.0 <= d.high
+            pred, meas = _pairs(rng, n)
+            d = E.paired_trimmed_mean(_units(pred), _units(meas), LOG_X, 0.90)
+            v = E.equivalence(d.low, d.high, *tol)
+            differ += v == E.DIFFER
+            agree += v == E.AGREE
+            p = E.paired_difference(_units(pred), _units(meas), LOG_X, 0.90)
+            agree_pooled += E.equivalence(p.low, p.high, *tol) == E.AGREE
+            pred, meas = _pairs(rng, n, slower=1.5)
+            d = E.paired_trimmed_mean(_units(pred), _units(meas), LOG_X, 0.90)
+            flagged += E.equivalence(d.low, d.high, *tol) == E.DIFFER
+        rates[n] = tuple(x / trials for x in (covered, differ, agree, agree_pooled, flagged))
+    print("(clean coverage, differ, agree, pooled agree, power 1.5x):",
+          {n: tuple(round(x, 3) for x in r) for n, r in rates.items()})
+    for n, (covered, differ, _agree, _agree_pooled, power) in rates.items():
+        assert 0.86 <= covered <= 0.94 and differ <= 0.05 and power >= 0.90, (n, rates[n])
+    for n in (20, 40):
+        assert rates[n][2] >= 0.7 and rates[n][2] > rates[n][3] + 0.2, (n, rates[n])
+
+
+def test_compare_judges_ten_or_more_pairs_on_the_trimmed_mean(tmp_path):
+    preds, meas = _drifting_pairs(n_pairs=12)
+    x = C.compare_pair(preds, meas, paired=True).quantities["throughput"]
+    assert x.statistic == "trimmed" and x.pooled is not None and x.difference.df == 12 - 2 * 2 - 1
+    assert x.verdict == "agree" and "20 % trimmed mean of 12 pair ratios" in x.note, x.describe()
+    assert "trimmed pair ratio" in x.describe(), x.describe()
+    preds, slow = _drifting_pairs(slower=1.5, n_pairs=12)
+    flagged = C.compare_pair(preds, slow, paired=True).quantities["throughput"]
+    assert flagged.statistic == "trimmed" and flagged.verdict == "differ", flagged.describe()
+    # fewer pairs than Criteria.trimmed_pairs: the pooled ratio
+    few = C.compare_pair(preds[:6], slow[:6], paired=True).quantities["throughput"]
+    assert few.statistic == "pooled" and few.pooled is None
+    pf = [p.save(tmp_path / f"pred{k}.npz") for k, p in enumerate(preds)]
+    mf = [m.save(tmp_path / f"run{k}.npz") for k, m in enumerate(slow)]
+    proc = run_cli("compare", "--paired", *map(str, pf), *map(str, mf), "--out", str(tmp_path / "cmp"))
+    assert proc.returncode == 0, proc.stderr
+    assert "12 pairs (throughput: 20 % trimmed mean of pair ratios)" in proc.stdout, proc.stdout
+    q = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["pairs"][0]["quantities"]["throughput"]
+    assert q["statistic"] == "trimmed" and q["verdict"] == "differ"
+    assert q["pooled"]["interval"][0] is not None and q["difference"]["df"] == 7
