@@ -33,6 +33,7 @@ Usage::
     python benchmarks/prediction_check.py --busy-core --out /tmp/pc-busy   # another process loads a core
     python benchmarks/prediction_check.py --busy-throughout --out /tmp/pc-all  # ... for the whole check
     python benchmarks/prediction_check.py --pooled-too --out /tmp/pc       # beside it, independent draws
+    python benchmarks/prediction_check.py --algorithm sync --out /tmp/pc-sync  # another algorithm
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Table, load_note  # noqa: E402
 
 
+def _multi() -> tuple[str, ...]:
+    """The algorithms that run on several threads (the registry's, ``leashed.algorithms``)."""
+    from leashed.algorithms import multi_thread_names
+
+    return multi_thread_names()
+
+
 def _leashed(*args: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "leashed", *args], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -62,11 +70,12 @@ def _busy_loop(cpu: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", code])
 
 
-def _train(out: Path, m: int, seed: int, size: list[str], dataset: str, reuse: bool = False) -> Path:
+def _train(out: Path, m: int, seed: int, size: list[str], dataset: str, reuse: bool = False,
+           algorithm: str = "leashed") -> Path:
     path = out / f"run-m{m}-s{seed}.npz"
     if reuse and path.exists():
         return path
-    _leashed("train", "--algorithm", "leashed", "--threads", str(m), "--model", "mlp", "--dataset", dataset,
+    _leashed("train", "--algorithm", algorithm, "--threads", str(m), "--model", "mlp", "--dataset", dataset,
              "--batch-size", "64", *size, "--evaluations", "0", "--seed", str(seed), "--out", str(path))
     return path
 
@@ -148,6 +157,8 @@ def _cell(pair: dict[str, Any], quantity: str) -> tuple[Any, Any, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", default="1,2,3,4,8", help="target thread counts (default 1,2,3,4,8)")
+    parser.add_argument("--algorithm", default="leashed", help="the algorithm of every run and prediction "
+                        "(default leashed; any that runs on several threads: " + ", ".join(_multi()) + ")")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (default 3)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of calibration and target runs "
                         "(default 3)")
@@ -172,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run: m = 1, 2, 500 updates each "
                         "(numbers not meaningful)")
     args = parser.parse_args(argv)
+    if args.algorithm not in _multi():
+        raise SystemExit(f"prediction_check.py: error: --algorithm must be one of {', '.join(_multi())}, "
+                         f"not {args.algorithm!r}")
     if args.busy_core and args.busy_throughout:
         raise SystemExit("prediction_check.py: error: --busy-core and --busy-throughout exclude each other")
     if args.quick:
@@ -207,8 +221,8 @@ def _run_rounds(args: argparse.Namespace, out: Path, size: list[str], threads: l
     if args.busy_throughout:
         time.sleep(0.5)  # let the busy loop start
     for r in range(repeats):
-        rounds.append([_train(out, 1, 100 + r, size, args.dataset, args.reuse_runs),
-                       _train(out, 2, 200 + r, size, args.dataset, args.reuse_runs)])
+        rounds.append([_train(out, 1, 100 + r, size, args.dataset, args.reuse_runs, args.algorithm),
+                       _train(out, 2, 200 + r, size, args.dataset, args.reuse_runs, args.algorithm)])
         if calibrate_machine:  # after the first two-thread run: --from it measures its model's rotation
             _leashed("calibrate", *(["--quick"] if args.quick else []), "--from", str(rounds[0][1]),
                      "--out", str(machine))
@@ -218,7 +232,7 @@ def _run_rounds(args: argparse.Namespace, out: Path, size: list[str], threads: l
             if busy is not None:
                 time.sleep(0.5)
             for m in threads:
-                targets[m].append(_train(out, m, r, size, args.dataset, args.reuse_runs))
+                targets[m].append(_train(out, m, r, size, args.dataset, args.reuse_runs, args.algorithm))
         finally:
             if busy is not None:
                 busy.kill()
@@ -232,7 +246,7 @@ def _predict_and_compare(args: argparse.Namespace, out: Path, threads: list[int]
     """Steps 3 and 4 of the module docstring: predict every m, compare, print and write the table."""
     calibration = [c for cal in rounds for c in cal]
     paired = not args.unpaired
-    table = Table("calibrated predictions against the runtime (leashed, MNIST MLP, batch 64)",
+    table = Table(f"calibrated predictions against the runtime ({args.algorithm}, MNIST MLP, batch 64)",
                   ["m", "variant", "X pred", "X meas", "X ratio [90% CI]", "X", "CAS pred", "CAS meas", "CAS",
                    "tau pred", "tau meas", "TV", "TV verdict", "overall"])
     for m in threads:

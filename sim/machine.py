@@ -13,8 +13,10 @@ default:
   threads of leashed and hogwild never block, so which slots a thread gets does not depend on what it
   does, and a phase that needs x seconds of CPU starting at wall time t ends at W_j⁻¹(W_j(t) + x), W_j(t)
   the CPU time thread j has had by time t (:meth:`Scheduler.end_of`). A descheduled thread's compute or
-  copy stretches. Lock waits are modelled as if the waiting thread kept its place in the rotation (a
-  simplification; the runtime's mutex gives the core away); a thread that has finished keeps its slots.
+  copy stretches. A lock waiter sleeps in the runtime's mutex and gives its core away, and the woken
+  holder takes a core at once: the critical sections run on a full core, off the rotation, after a
+  switch when the thread had to wait (``lock_machine_worker``); a thread that has finished keeps its
+  slots.
   A real scheduler does not keep the rotation exactly: with 4 busy threads on 2 cores about one gap in
   eight is two slices instead of one. With ``rotation_jitter`` p > 0 (:class:`JitteredScheduler`) each
   slot goes, as in the rotation, to the threads that have had the fewest slots, but with probability p
@@ -164,7 +166,7 @@ class Scheduler:
     CPU seconds, e times the slot time (the cost spread over the slots, not charged at each slot's
     start)."""
 
-    __slots__ = ("m", "share", "q", "phase", "_ranks", "efficiency")
+    __slots__ = ("m", "share", "q", "phase", "_ranks", "efficiency", "switch_cost")
 
     _EPS = 1e-9
 
@@ -172,6 +174,7 @@ class Scheduler:
         if not (0.0 < share < 1.0):
             raise ValueError(f"a time-shared thread's share must be in (0, 1), not {share!r}")
         self.m, self.share, self.q = m, float(share), float(time_slice_s)
+        self.switch_cost = float(switch_cost_s)
         starts_per_slot = min(1.0, (1.0 - self.share) / self.share)
         self.efficiency = max(0.1, 1.0 - float(switch_cost_s) / self.q * starts_per_slot)
         self.phase = [1.0 - (j + 1) / m for j in range(m)]

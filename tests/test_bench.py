@@ -220,3 +220,7 @@ def test_prediction_check_quick_runs_rounds_predicts_and_writes_its_table(tmp_pa
                            text=True, timeout=60)
     assert clash.returncode != 0 and "exclude each other" in clash.stderr
     assert not (tmp_path / "x").exists()  # refused before anything is made
+    bad = subprocess.run([sys.executable, str(BENCH / "prediction_check.py"), "--quick", "--algorithm", "seq",
+                          "--out", str(tmp_path / "y")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "--algorithm must be one of sync, lock, hogwild, leashed" in bad.stderr
+    assert not (tmp_path / "y").exists()

@@ -300,3 +300,36 @@ def test_sync_four_threads_two_cores_hand_solved():
     roomy = run_simulation(spec, metadata=False, machine=Machine(cores=8, time_slice_s=1.0)).result.updates
     for name in ("thread", "t_start", "t_grad", "t_commit", "staleness"):
         assert getattr(roomy, name).tolist() == getattr(ideal, name).tolist(), name
+
+
+def test_lock_four_threads_two_cores_hand_solved():
+    # C = 1, U = 0.25 (copy 0.125 and apply 0.125 under the mutex), slice 1: threads 0, 1 run in the even
+    # slots, 2, 3 in the odd ones. A waiter sleeps in the mutex and the holder gets a core at once, so
+    # the critical sections run off the rotation; the gradients run in the thread's own slots.
+    # Reads at 0 in FIFO order: 0-0.125, 0.125-0.25, 0.25-0.375, 0.375-0.5. Gradients: thread 0 from
+    # 0.125 (0.875 in slot 0, 0.125 in slot 2) ends 2.125, thread 1 2.25, threads 2, 3 (slot 1) 2.0.
+    # Applies: 2 at 2.0-2.125, 3 waits to 2.25, 0 (gradient scheduled first at 2.125) 2.25-2.375; thread
+    # 2's next read 2.375-2.5, thread 1's apply 2.5-2.625, and so on: the run ends at 5.125. Keeping the
+    # holder in the rotation would make it wait for its next slot inside the mutex.
+    spec = spec_of("lock", 4, 8, "const:1.0", "const:0.25")
+    s = run_simulation(spec, metadata=False, machine=Machine(cores=2, time_slice_s=1.0))
+    u = s.result.updates
+    assert u.thread.tolist() == [2, 3, 0, 1, 2, 3, 0, 1]
+    assert u.t_start.tolist() == [0.0, 0.0, 0.0, 0.0, 2.125, 2.25, 2.375, 2.625]
+    assert u.t_grad.tolist() == [2.0, 2.0, 2.125, 2.25, 4.0, 4.0, 4.875, 5.0]
+    assert u.t_commit.tolist() == [2.125, 2.25, 2.375, 2.625, 4.125, 4.25, 5.0, 5.125]
+    assert s.result.totals["wall_time_s"] == 5.125
+    # switch cost 0.01: efficiency e = 0.99 on every phase; threads 2 and 3 end their gradients together,
+    # 2 finds the mutex free (apply 0.125/e), 3 slept in it and pays the switch before its apply
+    slow = run_simulation(spec, metadata=False,
+                          machine=Machine(cores=2, time_slice_s=1.0, switch_cost_s=0.01)).result.updates
+    first = {t: int(np.flatnonzero(slow.thread == t)[0]) for t in (2, 3)}
+    t2, t3 = first[2], first[3]
+    assert slow.t_grad[t2] == slow.t_grad[t3]
+    assert slow.t_commit[t2] - slow.t_grad[t2] == pytest.approx(0.125 / 0.99)
+    assert slow.t_commit[t3] - slow.t_commit[t2] == pytest.approx(0.01 + 0.125 / 0.99)
+    # a core for every thread: exactly the ideal machine's run
+    ideal = run_simulation(spec, metadata=False).result.updates
+    roomy = run_simulation(spec, metadata=False, machine=Machine(cores=8, time_slice_s=1.0)).result.updates
+    for name in ("thread", "t_start", "t_grad", "t_commit", "staleness"):
+        assert getattr(roomy, name).tolist() == getattr(ideal, name).tolist(), name
