@@ -268,6 +268,14 @@ def test_rotation_jitter_option(tmp_path):
     assert not (tmp_path / "c.npz").exists() and not (tmp_path / "d.npz").exists()
 
 
+def _roomy_machine_is_ideal(spec) -> None:
+    """With a core for every thread the machine model reproduces the ideal machine's run exactly."""
+    ideal = run_simulation(spec, metadata=False).result.updates
+    roomy = run_simulation(spec, metadata=False, machine=Machine(cores=8, time_slice_s=1.0)).result.updates
+    for name in ("thread", "t_start", "t_grad", "t_commit", "staleness"):
+        assert getattr(roomy, name).tolist() == getattr(ideal, name).tolist(), name
+
+
 def test_list_schedule_by_hand():
     from leashed.sim.machine_workers import list_schedule
 
@@ -295,11 +303,7 @@ def test_sync_four_threads_two_cores_hand_solved():
     three = run_simulation(spec_of("sync", 3, 3, "const:1.0", "const:0"), metadata=False,
                            machine=Machine(cores=2, time_slice_s=1.0)).result
     assert three.totals["wall_time_s"] == 2.0
-    # a core for every thread: exactly the ideal machine's run
-    ideal = run_simulation(spec, metadata=False).result.updates
-    roomy = run_simulation(spec, metadata=False, machine=Machine(cores=8, time_slice_s=1.0)).result.updates
-    for name in ("thread", "t_start", "t_grad", "t_commit", "staleness"):
-        assert getattr(roomy, name).tolist() == getattr(ideal, name).tolist(), name
+    _roomy_machine_is_ideal(spec)  # a core for every thread: exactly the ideal machine's run
 
 
 def test_lock_four_threads_two_cores_hand_solved():
@@ -328,8 +332,4 @@ def test_lock_four_threads_two_cores_hand_solved():
     assert slow.t_grad[t2] == slow.t_grad[t3]
     assert slow.t_commit[t2] - slow.t_grad[t2] == pytest.approx(0.125 / 0.99)
     assert slow.t_commit[t3] - slow.t_commit[t2] == pytest.approx(0.01 + 0.125 / 0.99)
-    # a core for every thread: exactly the ideal machine's run
-    ideal = run_simulation(spec, metadata=False).result.updates
-    roomy = run_simulation(spec, metadata=False, machine=Machine(cores=8, time_slice_s=1.0)).result.updates
-    for name in ("thread", "t_start", "t_grad", "t_commit", "staleness"):
-        assert getattr(roomy, name).tolist() == getattr(ideal, name).tolist(), name
+    _roomy_machine_is_ideal(spec)  # a core for every thread: exactly the ideal machine's run
