@@ -294,6 +294,17 @@ def _recorded_loads(results: Sequence[Any]) -> list[float]:
     return [load for r in results if (load := _recorded_load(r)) is not None]
 
 
+def stripe_scale(m_cal: int, m: int) -> float:
+    """How much longer a sync thread's stripe is at m threads than at m_cal (papers.md §2, SYNC).
+
+    Each of m threads applies 1/m of the n coordinates, but sums all m gradients over them: it reads n
+    gradient floats (m stripes of n/m) and reads and writes n/m of θ, n·(1 + 2/m) floats in all
+    (``runtime/_loops.pyx`` ``loop_sync``). So the stripe shrinks only from 2n at m = 2 to 1.25n at
+    m = 8: ×0.625, not the ×0.25 of the coordinates alone, which predicted m = 8 on 2 cores 12 % fast
+    (its 8 stripes of a round share the 2 cores)."""
+    return (1.0 + 2.0 / m) / (1.0 + 2.0 / m_cal)
+
+
 def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, copy_fraction: float = 0.5,
               bus_contention: float = 0.0, profile: Any = None, cores: int | None = None,
               background_load: float | None = None, ignore_load: bool = False,
@@ -358,9 +369,7 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
         np.concatenate([p.update.samples for p in parts]), f"{names} (update)")
     if algorithm_entry(results[0].spec.algorithm).versions_are_rounds \
             and int(results[closest].spec.threads) != threads:
-        # each of the m threads applies its stripe, 1/m of the coordinates (papers.md §2): the runs' m_cal
-        # threads' stripes were m/m_cal times as long as the m predicted
-        update = Scaled(update, int(results[closest].spec.threads) / threads)
+        update = Scaled(update, stripe_scale(int(results[closest].spec.threads), threads))
     notes: dict[str, Any] = {**base.notes, "calibrated_from": ", ".join(sources), "compute_from": names,
                              "calibration_threads": [int(r.spec.threads) for r in results],
                              "calibration_samples": int(len(compute.samples)),

@@ -214,8 +214,10 @@ def test_a_loaded_calibration_has_its_stalls_taken_out_and_the_scheduler_puts_th
 
 def test_sync_update_time_is_the_stripe_after_the_barrier_and_scales_with_the_threads():
     """sync: U = t_commit − the round's last t_grad (t_commit − t_grad also holds the wait for the slowest
-    gradient, which the simulator adds itself), and each of m threads applies 1/m of the coordinates, so
-    a prediction of m threads from runs of m_cal scales U by m_cal / m."""
+    gradient, which the simulator adds itself), and each of m threads sums all m gradients over its 1/m
+    of the coordinates, n·(1 + 2/m) floats moved, so a prediction of m threads from runs of m_cal scales
+    U by (1 + 2/m) / (1 + 2/m_cal)."""
+    from leashed.sim.calibration import stripe_scale
     from leashed.sim.timing import measured_times
 
     spec = spec_of("sync", 2, 400, "const:1", "const:1")
@@ -224,6 +226,8 @@ def test_sync_update_time_is_the_stripe_after_the_barrier_and_scales_with_the_th
     _, update = measured_times(run2)
     assert np.allclose(update, 20e-6)  # not 20 µs plus the wait for the other thread's gradient
     t4, _ = calibrate([run2], ["s2.npz"], 4)
-    assert t4.update.mean == pytest.approx(10e-6)  # half the stripe
+    assert t4.update.mean == pytest.approx(20e-6 * 0.75)  # (1 + 2/4) / (1 + 2/2)
+    assert stripe_scale(2, 8) == pytest.approx(0.625) and stripe_scale(2, 2) == 1.0
+    assert stripe_scale(1, 3) == pytest.approx(5 / 9)
     t2, _ = calibrate([run2], ["s2.npz"], 2)
     assert t2.update.mean == pytest.approx(20e-6)
