@@ -209,6 +209,8 @@ def test_prediction_check_quick_runs_rounds_predicts_and_writes_its_table(tmp_pa
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "round 2/2 done" in proc.stdout and "predicting m = 2, calibrated: 2 x 5 seeds ..." in proc.stdout
+    # the host check looks at 2 rounds x (the m = 2 calibration run + the m = 1, 2 targets)
+    assert "host check: " in proc.stdout and " of 6 runs at m <= cores" in proc.stdout, proc.stdout
     assert (tmp_path / "machine.json").exists()
     for m in (1, 2):
         comparison = json.loads((tmp_path / f"compare-calibrated-m{m}" / "comparison.json").read_text())
@@ -224,3 +226,25 @@ def test_prediction_check_quick_runs_rounds_predicts_and_writes_its_table(tmp_pa
                           "--out", str(tmp_path / "y")], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "--algorithm must be one of sync, lock, hogwild, leashed" in bad.stderr
     assert not (tmp_path / "y").exists()
+
+
+def test_prediction_check_host_check_names_the_runs_a_slower_host_met(tmp_path):
+    """A run at m <= cores whose median gradient is >= 1.3x its round's one-thread run is named, with its
+    factor; a time-shared run (m > cores) is not judged; a run at 1.2x is not flagged."""
+    from leashed.sim.simulate import simulate
+    from leashed.spec import ExperimentSpec
+
+    pc = _script("prediction_check")
+
+    def save(name: str, m: int, compute: str, cores: int = 2) -> Path:
+        spec = ExperimentSpec(algorithm="leashed", threads=m, model="counter", dataset="none", updates=200,
+                              compute_time=compute, update_time="const:10us")
+        result = simulate(spec)
+        result = result.replace(metadata={**result.metadata, "machine": {"usable_cores": cores}})
+        return result.save(tmp_path / name)
+
+    rounds = [[save("run-m1-s100.npz", 1, "const:1ms"), save("run-m2-s200.npz", 2, "const:1.2ms")]]
+    targets = {2: [save("run-m2-s0.npz", 2, "const:2ms")], 4: [save("run-m4-s0.npz", 4, "const:5ms")]}
+    note = pc._host_check(rounds, targets)
+    assert note.startswith("host check: 1 of 2 runs at m <= cores"), note
+    assert "(0 calibration, 1 target: run-m2-s0.npz 2.00x)" in note, note
