@@ -139,6 +139,28 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+#: how long an interrupted child may take to save its partial result before it is killed
+CHILD_STOP_S = 30.0
+
+
+def _stop_child(proc: subprocess.Popen[Any]) -> None:
+    """Pass the signal that interrupted us on to the child (SIGINT unless it was SIGTERM) and wait for it
+    to stop and save what it measured (at most :data:`CHILD_STOP_S`, then it is killed): a signal sent to
+    this process alone (``kill``, a job manager) must not leave an orphaned run writing files."""
+    import signal
+
+    from leashed import interrupts
+
+    if proc.poll() is not None:
+        return
+    proc.send_signal(interrupts.signalled() or signal.SIGINT)
+    try:
+        proc.wait(timeout=CHILD_STOP_S)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+
+
 def run_subprocess(argv: list[str], log: Path, timeout_s: float) -> tuple[int, float, float]:
     """Run ``leashed`` with the arguments ``argv`` (after ``leashed``) in a fresh Python, output to
     ``log``; returns (exit code, peak RSS in MiB, wall seconds).
@@ -152,18 +174,23 @@ def run_subprocess(argv: list[str], log: Path, timeout_s: float) -> tuple[int, f
     with open(log, "w") as fh:
         fh.write("# python -m leashed " + " ".join(argv) + "\n")
         fh.flush()
+        # its own session: a Ctrl-C at the terminal reaches only us, and we pass it on once (_stop_child)
         proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env)
+                                env=env, start_new_session=True)
         deadline = t0 + timeout_s
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.02)
+        try:
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.perf_counter() > deadline:
+                    proc.kill()
+                    pid, status, usage = os.wait4(proc.pid, 0)
+                    break
+                time.sleep(0.02)
+        except BaseException:
+            _stop_child(proc)
+            raise
     wall = time.perf_counter() - t0
     code = os.waitstatus_to_exitcode(status)
     proc.returncode = code

@@ -217,6 +217,33 @@ def test_bench_stops_at_the_interrupted_step(tmp_path, sig):
     assert not _temporaries(tmp_path)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_paper_run_subprocess_gets_the_signal_and_is_not_orphaned(tmp_path, sig):
+    """benchmarks/paper_comparison.py runs each configuration as a child (``leashed train``). A signal
+    sent to the parent alone (``kill``, a job manager) is passed on to the child, which saves what it
+    measured and stops before the parent exits: no orphaned run left writing, no temporary file."""
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    out, log = tmp_path / "run.npz", tmp_path / "run.log"
+    train = ["train", "--model", "counter", "--dataset", "none", "--dim", "100000", "--algorithm", "lock",
+             "--threads", "2", "--updates", "1000000", "--evaluations", "0", "--out", str(out)]
+    code = (f"import sys\nsys.path.insert(0, {str(bench)!r})\nfrom pathlib import Path\n"
+            f"from leashed import interrupts\nimport paper_comparison as pc\n"
+            f"with interrupts.handling():\n"
+            f"    try:\n        pc.run_subprocess({train!r}, Path({str(log)!r}), 600)\n"
+            f"    except KeyboardInterrupt:\n        sys.exit(interrupts.exit_status())\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    time.sleep(4.0)  # the child (no data to load) is training by then
+    parent.send_signal(sig)
+    _, err = parent.communicate(timeout=120)
+    COUNTS["instants"] += 1
+    assert parent.returncode == 128 + sig, err
+    children = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+    assert not children, f"an orphaned run is still going: {children}"
+    assert not _temporaries(tmp_path)
+    assert RunResult.load(out).totals["interrupted"] is True  # the child saved what it measured
+
+
 def test_report_counts():
     print(f"\nsignals: {COUNTS['instants']} instants signalled, promise broken {COUNTS['broken']} times")
     assert COUNTS["broken"] == 0
