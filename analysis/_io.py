@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from leashed import interrupts
 from leashed._files import OutputError, check_writable, make_parents, public_mode, remove_empty, write_atomic
 from leashed.errors import LeashedError
 
@@ -92,27 +93,35 @@ def atomic_directory(out: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces ``out`` in one rename (see module docstring)."""
     out = check_output_dir(out)
     created = make_parents(out.parent)
+    tmp: Path | None = None
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        with interrupts.deferred():  # a signal just after mkdtemp would leave the folder unregistered
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     except OSError as exc:
         remove_empty(created)
         raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty(created)
+        raise
     try:
         yield tmp
-        (tmp / MARKER).write_text("written by leashed; this folder is replaced as a whole on rewrite\n")
-        public_mode(tmp, directory=True)
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / "previous")
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            if old is not None:  # put the previous output back
-                os.replace(old / "previous", out)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        with interrupts.protected():  # the swap: the marker, the rename, the previous output's removal
+            (tmp / MARKER).write_text("written by leashed; this folder is replaced as a whole on rewrite\n")
+            public_mode(tmp, directory=True)
+            old = None
+            if out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+                os.replace(out, old / "previous")
+            try:
+                os.replace(tmp, out)
+            except OSError:
+                if old is not None:  # put the previous output back
+                    os.replace(old / "previous", out)
+                raise
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
     except BaseException as exc:  # a second SIGINT/SIGTERM included: no temporary folder left behind
         shutil.rmtree(tmp, ignore_errors=True)
         remove_empty(created)

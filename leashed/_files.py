@@ -71,13 +71,14 @@ def check_writable(path: str | os.PathLike[str], what: str = "--out", *, directo
     parent = _existing_ancestor(path)
     if not parent.is_dir():
         raise OutputError(f"cannot write {what} {path}: {parent} is not a folder; choose another {what}")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".leashed-probe.", suffix=".tmp", dir=parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write {what} {path}: {_reason(exc)} ({parent}); choose another "
-                          f"{what}") from None
-    os.close(fd)
-    os.unlink(probe)
+    with interrupts.deferred():  # a signal between the probe's creation and its removal waits for both
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".leashed-probe.", suffix=".tmp", dir=parent)
+        except OSError as exc:
+            raise OutputError(f"cannot write {what} {path}: {_reason(exc)} ({parent}); choose another "
+                              f"{what}") from None
+        os.close(fd)
+        os.unlink(probe)
     return path
 
 

@@ -27,8 +27,8 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
-__all__ = ["Aborted", "exit_status", "handling", "protected", "protected_import", "requested", "reset",
-           "signalled"]
+__all__ = ["Aborted", "deferred", "exit_status", "handling", "protected", "protected_import", "requested",
+           "reset", "signalled"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -103,6 +103,17 @@ def protected() -> Iterator[None]:
         yield
     finally:
         _state.depth -= 1
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """A short section that a first signal must not cut in two (a temporary file created and not yet
+    registered for removal): the signal is recorded during it (:func:`protected`) and raised as
+    :class:`KeyboardInterrupt` right after it, unless an enclosing protected section keeps it."""
+    with protected():
+        yield
+    if requested() and _state.depth == 0 and not _state.aborting:
+        raise KeyboardInterrupt
 
 
 def protected_import(name: str) -> ModuleType:

@@ -271,3 +271,37 @@ def test_a_signal_during_a_lazy_import_waits_for_it(tmp_path, monkeypatch, quiet
     interrupts.reset()
     for name in ("slowpkg", "slowpkg.part"):
         sys.modules.pop(name, None)
+
+
+def test_a_signal_inside_the_temporary_windows_leaves_nothing(tmp_path, monkeypatch):
+    """The few instructions between creating a temporary and registering it for removal: the write probe
+    of check_writable (mkstemp ... unlink) and atomic_directory's mkdtemp. A first signal there is held
+    until the temporary is gone or registered, then raised: nothing is left (CI once found one)."""
+    import tempfile
+
+    from leashed import _files, interrupts
+    from leashed.analysis import _io
+
+    real_mkstemp, real_mkdtemp = tempfile.mkstemp, tempfile.mkdtemp
+
+    def mkstemp_then_signal(*args, **kwargs):
+        made = real_mkstemp(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # the handler runs at the next bytecode, here
+        return made
+
+    def mkdtemp_then_signal(*args, **kwargs):
+        made = real_mkdtemp(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return made
+
+    for patch, call in ((("mkstemp", mkstemp_then_signal), lambda: _files.check_writable(tmp_path / "a.npz")),
+                        (("mkdtemp", mkdtemp_then_signal), lambda: _io.atomic_directory(tmp_path / "out")
+                         .__enter__())):
+        monkeypatch.setattr(tempfile, *patch)
+        interrupts.reset()
+        with interrupts.handling(), pytest.raises(KeyboardInterrupt):
+            call()
+        monkeypatch.setattr(tempfile, patch[0], real_mkstemp if patch[0] == "mkstemp" else real_mkdtemp)
+        assert not _temporaries(tmp_path), _temporaries(tmp_path)
+        COUNTS["instants"] += 1
+    interrupts.reset()
