@@ -382,11 +382,14 @@ class Quantity:
     note: str = ""
     batches: tuple[int, int] = (0, 0)
     lag1: tuple[float | None, float | None] = (None, None)
-    #: ``pooled`` (the difference of the pooled estimates) or ``trimmed`` (the 20 % trimmed mean of the
-    #: pair differences)
-    statistic: str = "pooled"
-    #: with ``statistic == "trimmed"``: the pooled paired difference, reported beside it
+    #: the pooled paired difference, reported beside a difference that is the trimmed mean over pairs
     pooled: eq.Estimate | None = None
+
+    @property
+    def statistic(self) -> str:
+        """``trimmed`` (the 20 % trimmed mean of the pair differences) or ``pooled`` (the difference of
+        the pooled estimates): trimmed exactly when the pooled one is reported beside it."""
+        return "pooled" if self.pooled is None else "trimmed"
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "scale": self.scale, "statistic": self.statistic,
@@ -466,8 +469,7 @@ def _quantity(name: str, pred: Side, meas: Side, c: Criteria, *, judged: str | N
     if diff.low is None and judged is None:
         note = (f"too few updates for an interval (at least {c.min_batches} batches of {c.min_batch} "
                 f"per side, or 2 replicates{', in every file of a pair' if pairs else ''})")
-    return Quantity(name, a, b, diff, tol, verdict, scale, note, units, lags,
-                    "pooled" if pooled is None else "trimmed", pooled)
+    return Quantity(name, a, b, diff, tol, verdict, scale, note, units, lags, pooled)
 
 
 def _tv_quantity(pred: Side, meas: Side, c: Criteria, pairs: Pairs | None = None) -> Quantity:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -147,8 +148,6 @@ def _stop_child(proc: subprocess.Popen[Any]) -> None:
     """Pass the signal that interrupted us on to the child (SIGINT unless it was SIGTERM) and wait for it
     to stop and save what it measured (at most :data:`CHILD_STOP_S`, then it is killed): a signal sent to
     this process alone (``kill``, a job manager) must not leave an orphaned run writing files."""
-    import signal
-
     from leashed import interrupts
 
     if proc.poll() is not None:

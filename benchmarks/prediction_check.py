@@ -161,7 +161,8 @@ def _host_check(rounds: list[list[Path]], targets: dict[int, list[Path]]) -> str
     one-thread calibration run. On the 2-core VM such runs had both threads on a core all the time and
     nothing in the guest recording it (docs/analysis.md); the prediction of such a round misses by it.
     Information only: no verdict uses it."""
-    slow_cal, slow_target, checked = [], [], 0
+    slow: dict[str, list[str]] = {"calibration": [], "target": []}
+    checked = 0
     for r, cal in enumerate(rounds):
         base, _, _ = _median_gradient(cal[0])
         for kind, paths in (("calibration", cal[1:]), ("target", [t[r] for t in targets.values()])):
@@ -171,12 +172,11 @@ def _host_check(rounds: list[list[Path]], targets: dict[int, list[Path]]) -> str
                     continue
                 checked += 1
                 if g >= HOST_SLOW_FACTOR * base:
-                    found = slow_cal if kind == "calibration" else slow_target
-                    found.append(f"{path.name} {g / base:.2f}x")
-    found = slow_cal + slow_target
+                    slow[kind].append(f"{path.name} {g / base:.2f}x")
+    found = slow["calibration"] + slow["target"]
     return (f"host check: {len(found)} of {checked} runs at m <= cores had a median gradient >= "
-            f"{HOST_SLOW_FACTOR:g}x their round's one-thread run ({len(slow_cal)} calibration, "
-            f"{len(slow_target)} target{': ' + ', '.join(found) if found else ''})")
+            f"{HOST_SLOW_FACTOR:g}x their round's one-thread run ({len(slow['calibration'])} calibration, "
+            f"{len(slow['target'])} target{': ' + ', '.join(found) if found else ''})")
 
 
 def _value(entry: Any) -> Any:

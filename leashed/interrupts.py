@@ -123,10 +123,8 @@ def protected_import(name: str) -> ModuleType:
     without their parent; a later import in the same process then fails (matplotlib: "module
     'matplotlib' has no attribute '_docstring'"). The lazily imported plotting modules go through here. A
     signal recorded during the import is raised after it, outside any other protected section."""
-    with protected():
+    with deferred():
         module = importlib.import_module(name)
-    if requested() and _state.depth == 0:  # the signal came during the import: act on it now
-        raise KeyboardInterrupt
     return module
 
 

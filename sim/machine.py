@@ -176,7 +176,7 @@ class Scheduler:
         self.m, self.share, self.q = m, float(share), float(time_slice_s)
         self.switch_cost = float(switch_cost_s)
         starts_per_slot = min(1.0, (1.0 - self.share) / self.share)
-        self.efficiency = max(0.1, 1.0 - float(switch_cost_s) / self.q * starts_per_slot)
+        self.efficiency = max(0.1, 1.0 - self.switch_cost / self.q * starts_per_slot)
         self.phase = [1.0 - (j + 1) / m for j in range(m)]
         self._ranks: tuple[int, dict[int, int]] | None = None  # (slot, thread -> core) of the last slot
 
