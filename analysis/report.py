@@ -8,9 +8,11 @@ vectors max), the rest in a details table, the spec fields that differ between r
 common ones in one sentence); every table's cells wrap, so none needs a sideways scroll. Then training
 curves, staleness histograms with the fitted models (papers.md §4) clipped at the 99.5th percentile,
 their fit table with the χ² verdict in words ("all models rejected at α = 0.01"), throughput and
-speedup against m, CAS attempts, live vectors and -- when both simulator and runtime results are given
-and some pair up -- the predicted against measured comparison (:mod:`leashed.analysis.compare`: its
-table from the pairs, its figures as :func:`~leashed.analysis.compare.write_comparison` writes them).
+speedup against m, CAS attempts, live vectors, the comparisons the caller gives (the demo's held-out
+paired rounds) and -- when both simulator and runtime results are given and some pair up -- the
+predicted against measured comparison of the report's own files (:mod:`leashed.analysis.compare`, paired
+with ``paired``: its table from the pairs, its figures as
+:func:`~leashed.analysis.compare.write_comparison` writes them).
 The page uses no scripts and no external resources. The folder is built in a temporary sibling and
 renamed into place (an existing folder is replaced only if leashed wrote it).
 """
@@ -238,7 +240,9 @@ def _pair_cells(p: Any) -> list[Any]:
             return None
         d = x.difference
         ci = f" [{_f(d.low)}, {_f(d.high)}]" if getattr(d, "low", None) is not None else ""
-        return _Html(f"{_f(d.value)}{ci} <i>{_e(x.verdict)}</i>")
+        pooled = getattr(x, "pooled", None)
+        trimmed = f" (trimmed; pooled {_f(pooled.value)})" if pooled is not None else ""
+        return _Html(f"{_f(d.value)}{ci}{_e(trimmed)} <i>{_e(x.verdict)}</i>")
 
     verdict = str(p.verdict)
     css = "ok" if verdict.startswith("agree") else "bad" if verdict.startswith("differ") else "warn"
@@ -254,8 +258,15 @@ def _f(x: Any, digits: int = 3) -> str:
 
 def build_report(results: Sequence[Any], out_dir: str | os.PathLike[str], *,
                  files: Sequence[str | None] | None = None, models: Sequence[str] | str | None = None,
-                 title: str | None = None, criteria: compare_mod.Criteria | None = None) -> Path:
-    """Write the report folder ``out_dir`` (module docstring) and return the path of its index.html."""
+                 title: str | None = None, criteria: compare_mod.Criteria | None = None,
+                 paired: bool = False,
+                 comparisons: Sequence[tuple[str, compare_mod.Comparison]] = ()) -> Path:
+    """Write the report folder ``out_dir`` (module docstring) and return the path of its index.html.
+
+    ``paired``: the report's own comparison pairs the k-th simulator and the k-th runtime result of a
+    setting (``leashed compare --paired``). ``comparisons``: further comparisons, each with its heading,
+    shown before the report's own (the demo's held-out paired rounds, whose files the report does not
+    list one by one)."""
     results = list(results)
     if not results:
         raise LeashedError("a report needs at least one results file")
@@ -272,7 +283,7 @@ def build_report(results: Sequence[Any], out_dir: str | os.PathLike[str], *,
     sources = {r.source for r in results}
     if sources == {"sim", "runtime"}:
         try:
-            comparison = compare_mod.compare_results(results, files, criteria=criteria)
+            comparison = compare_mod.compare_results(results, files, criteria=criteria, paired=paired)
         except LeashedError as exc:
             compare_note = str(exc)
 
@@ -377,31 +388,13 @@ def build_report(results: Sequence[Any], out_dir: str | os.PathLike[str], *,
                         "bound of Leashed-SGD (papers.md §2.1, T8).",
                         lambda p: plots.plot_live_vectors(sampled, p))
 
-        # ---- comparison (analysis/compare.py: the table from its pairs, its figures as written)
+        # ---- comparisons: the caller's (e.g. the demo's paired rounds), then this report's own files
+        for k, (heading, given) in enumerate(comparisons):
+            _comparison_section(page, tmp, given, heading, f"compare{k + 1}_")
         if comparison is not None:
-            page.add("<h2>Predicted (sim) against measured (runtime)</h2>")
-            css = "ok" if comparison.consistent else "bad"
-            page.add(f'<p class="{css}"><b>Verdict: {_e(comparison.verdict)}</b></p>')
-            page.add(_table(["run", "N sim / runtime", "throughput ratio [CI]", "CAS failure sim / runtime",
-                             "mean τ sim / runtime", "D sim / runtime", "TV [CI]", "verdict"],
-                            [_pair_cells(p) for p in comparison.pairs], "wide"))
-            c = comparison.criteria
-            page.add(f'<p class="note">Predicted / measured; [CI] = {getattr(c, "confidence", 0.9):.0%} '
-                     f"interval; each cell ends with its verdict. {_e(c.describe())}</p>")
-            for u in getattr(comparison, "unpaired", []) or []:
-                page.add(f'<p class="note">Unpaired: {_e(u)}</p>')
-            compare_dir = tmp / "figures" / "_compare"
-            compare_dir.mkdir()
-            written = []
-            for path in compare_mod.write_comparison(comparison, compare_dir):
-                target = tmp / "figures" / f"compare_{path.name}"
-                path.rename(target)
-                written.append(target)
-            compare_dir.rmdir()
-            for target in written:
-                if target.suffix.lower() == ".png":
-                    stem = target.stem.removeprefix("compare_")
-                    page.embed(target, _COMPARE_CAPTIONS.get(stem, stem.replace("_", " ") + " against m."))
+            heading = "Predicted (sim) against measured (runtime)"
+            _comparison_section(page, tmp, comparison, heading + (" in this report's files" if comparisons
+                                                                  else ""), "compare_")
         elif compare_note:
             page.add("<h2>Predicted (sim) against measured (runtime)</h2>")
             page.add(f'<p class="note">Not compared: {_e(compare_note)}</p>')
@@ -430,6 +423,43 @@ def build_report(results: Sequence[Any], out_dir: str | os.PathLike[str], *,
             f"<title>{_e(heading)}</title><style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n",
             encoding="utf-8")
     return Path(out_dir) / "index.html"
+
+
+def _comparison_section(page: _Page, tmp: Path, comparison: compare_mod.Comparison, heading: str,
+                        prefix: str) -> None:
+    """One comparison (:mod:`leashed.analysis.compare`): verdict, one row per pair, criteria, unpaired
+    files, and its figures as :func:`~leashed.analysis.compare.write_comparison` writes them, renamed
+    ``figures/<prefix><name>``."""
+    page.add(f"<h2>{_e(heading)}</h2>")
+    css = "ok" if comparison.consistent else "bad" if comparison.overall == "differ" else "warn"
+    page.add(f'<p class="{css}"><b>Verdict: {_e(comparison.verdict)}</b></p>')
+    page.add(_table(["run", "N sim / runtime", "throughput ratio [CI]", "CAS failure sim / runtime",
+                     "mean τ sim / runtime", "D sim / runtime", "TV [CI]", "verdict"],
+                    [_pair_cells(p) for p in comparison.pairs], "wide"))
+    c = comparison.criteria
+    trimmed = any(q.statistic == "trimmed" for p in comparison.pairs for q in p.quantities.values())
+    paired = [f"{p.label}: {p.paired} pairs" for p in comparison.pairs if p.paired]
+    page.add(f'<p class="note">Predicted / measured; [CI] = {getattr(c, "confidence", 0.9):.0%} '
+             f"interval; each cell ends with its verdict."
+             + (f" Paired (intervals of the differences over prediction/measurement pairs): "
+                f"{_e('; '.join(paired))}." if paired else "")
+             + (" Throughput marked <i>(trimmed)</i>: the 20 % trimmed mean of the pairs' ratios, with "
+                "Yuen's interval; the pooled ratio is given beside it." if trimmed else "")
+             + f" {_e(c.describe())}</p>")
+    for u in getattr(comparison, "unpaired", []) or []:
+        page.add(f'<p class="note">Unpaired: {_e(u)}</p>')
+    compare_dir = tmp / "figures" / f"_{prefix}"
+    compare_dir.mkdir()
+    written = []
+    for path in compare_mod.write_comparison(comparison, compare_dir):
+        target = tmp / "figures" / f"{prefix}{path.name}"
+        path.rename(target)
+        written.append(target)
+    compare_dir.rmdir()
+    for target in written:
+        if target.suffix.lower() == ".png":
+            stem = target.stem.removeprefix(prefix)
+            page.embed(target, _COMPARE_CAPTIONS.get(stem, stem.replace("_", " ") + " against m."))
 
 
 _COMPARE_CAPTIONS = {"staleness_pairs": "Staleness histograms, predicted beside measured.",

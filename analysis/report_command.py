@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
                         help=f"staleness models to fit, from {','.join(FIT_MODELS)} (default: %(default)s)")
     parser.add_argument("--title", help="page title")
+    parser.add_argument("--paired", action="store_true",
+                        help="compare the k-th simulation and the k-th runtime run of a setting as a pair "
+                             "(as `leashed compare --paired`; the order given on the command line)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,6 +30,6 @@ def run(args: argparse.Namespace) -> int:
     from leashed.analysis.report import build_report  # matplotlib only once the inputs are good
 
     index = build_report(results, args.out, files=[str(p) for p in args.results], models=models,
-                         title=args.title)
+                         title=args.title, paired=args.paired)
     print(index)
     return 0

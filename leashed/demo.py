@@ -10,7 +10,7 @@
 4. compare the predictions with the measured runs in pairs (``leashed compare --paired``): a machine whose
    speed drifts between runs moves a round's calibration and measured runs together, so a pair's
    difference is the simulator's error, not the drift (docs/analysis.md, "Paired comparisons");
-5. write one HTML report of all of it; its path is printed last.
+5. write one HTML report of all of it, step 4's comparisons included; its path is printed last.
 
 Each step is the corresponding ``leashed`` command (the same parser and code), so the demo shows what to
 type: the commands are echoed as they run.
@@ -25,6 +25,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from leashed import algorithms, interrupts
 from leashed.errors import LeashedError
@@ -108,7 +109,7 @@ def _calibrate_from(paths: list[Path]) -> list[str]:
 
 
 def _loaded_note(measured: list[Path], calibration: list[list[Path]], machine: Path, runs: Path, out: Path,
-                 args: argparse.Namespace) -> None:
+                 args: argparse.Namespace) -> list[Path]:
     """When the machine was loaded during a measured run, say so, and compare, in pairs again, the
     predictions that take each measured run's recorded load (``--background-load``)."""
     from leashed.machine import machine_loaded
@@ -117,7 +118,7 @@ def _loaded_note(measured: list[Path], calibration: list[list[Path]], machine: P
     records = [(RunResult.load(p).metadata or {}).get("machine") or {} for p in measured]
     loaded = [k for k, record in enumerate(records) if machine_loaded(record)]
     if not loaded:
-        return
+        return []
     loads = [float(record.get("background_load_cores") or 0.0) for record in records]
     print(f"      the machine was loaded during {len(loaded)} of the {len(measured)} measured runs: other "
           f"processes took up to {max(loads[k] for k in loaded):.2f} cores' worth (`leashed inspect`); "
@@ -126,6 +127,16 @@ def _loaded_note(measured: list[Path], calibration: list[list[Path]], machine: P
                                         f"{loads[k]:.3f}") for k in range(len(measured))]
     _command(["compare", "--paired", *map(str, predictions), *map(str, measured),
               "--out", str(out / "compare-loaded")])
+    return predictions
+
+
+def _paired_comparison(predictions: list[Path], measured: list[Path]) -> Any:
+    """The comparison step 4 printed (``leashed compare --paired``), for the report."""
+    from leashed.analysis.compare import compare_results
+    from leashed.results import RunResult
+
+    files = [*predictions, *measured]
+    return compare_results([RunResult.load(p) for p in files], [p.name for p in files], paired=True)
 
 
 def _rounds(args: argparse.Namespace) -> int:
@@ -209,14 +220,21 @@ def _run_steps(args: argparse.Namespace) -> int:
     if held_out[0] not in predicted:
         predicted.append(held_out[0])
     _command(["compare", "--paired", *map(str, held_out), *map(str, measured), "--out", str(out / "compare")])
-    _loaded_note(measured, calibration, machine, runs, out, args)
+    loaded_predictions = _loaded_note(measured, calibration, machine, runs, out, args)
 
     print("[5/5] writing the report", flush=True)
     from leashed.analysis.report import build_report
 
+    rounds_heading = (f"Held-out predictions of m = {args.compare_threads} against the measured runs, "
+                      f"{rounds} paired rounds")
+    comparisons = [(rounds_heading, _paired_comparison(held_out, measured))]
+    if loaded_predictions:
+        comparisons.append((rounds_heading + ", with each run's recorded background load",
+                            _paired_comparison(loaded_predictions, measured)))
     files = trained + predicted
     index = build_report([RunResult.load(p) for p in files], out / "report", files=[p.name for p in files],
-                         title=f"leashed demo: {args.model} on {args.dataset}, m = {args.threads}")
+                         title=f"leashed demo: {args.model} on {args.dataset}, m = {args.threads}",
+                         comparisons=comparisons)
     print(f"done in {time.perf_counter() - started:.0f} s; results in {runs}/", flush=True)
     print(f"report: {index}")
     sys.stdout.flush()

@@ -74,6 +74,12 @@ def test_demo_compares_predictions_it_was_not_calibrated_from_in_pairs(demo):
     assert [Path(f).name for f in pair["predicted_files"]] == [f"sim-leashed-m{M}-r{r}.npz" for r in (0, 1)]
     assert pair["threads"] == M
     assert "round 2/2" in proc.stdout
+    # the report shows the same comparison, with its verdict, in its own section
+    html = (out / "report" / "index.html").read_text()
+    heading = f"<h2>Held-out predictions of m = {M} against the measured runs, 2 paired rounds</h2>"
+    section = html.split(heading)[1]
+    assert f"leashed m={M} Tp=inf: 2 pairs" in section.split("<h2>")[0]
+    assert re.search(r"Verdict: (agree|differ|inconclusive)", section.split("<h2>")[0])
 
 
 def test_demo_bad_option(tmp_path):

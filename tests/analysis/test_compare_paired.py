@@ -230,3 +230,33 @@ def test_compare_judges_ten_or_more_pairs_on_the_trimmed_mean(tmp_path):
     q = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["pairs"][0]["quantities"]["throughput"]
     assert q["statistic"] == "trimmed" and q["verdict"] == "differ"
     assert q["pooled"]["interval"][0] is not None and q["difference"]["df"] == 7
+
+
+def test_report_shows_a_paired_comparison_and_the_comparisons_it_is_given(tmp_path):
+    """`leashed report --paired` judges the k-th prediction against the k-th measured run (as `compare
+    --paired`); build_report's ``comparisons`` (the demo's held-out rounds) get their own section, with
+    the trimmed throughput statistic named, before the report's own comparison."""
+    from leashed.analysis.report import build_report
+
+    preds, meas = _drifting_pairs(n_pairs=10)
+    pf = [p.save(tmp_path / f"pred{k}.npz") for k, p in enumerate(preds[:3])]
+    mf = [m.save(tmp_path / f"run{k}.npz") for k, m in enumerate(meas[:3])]
+    for flag, note in (["--paired"], "leashed m=4 Tp=inf: 3 pairs"), ([], None):
+        out = tmp_path / f"report{len(flag)}"
+        proc = run_cli("report", *flag, *map(str, pf), *map(str, mf), "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        text = (out / "index.html").read_text()
+        assert "Predicted (sim) against measured (runtime)" in text
+        if note:
+            assert note in text
+        else:
+            assert "pairs)" not in text.split("Predicted (sim)")[1].split("Verdict")[0]
+            assert "3 pairs" not in text
+    given = C.compare_results([*preds, *meas], paired=True)
+    index = build_report(meas[:1], tmp_path / "given", comparisons=[("Held-out rounds", given)])
+    text = index.read_text()
+    section = text.split("<h2>Held-out rounds</h2>")[1]
+    assert "leashed m=4 Tp=inf: 10 pairs" in section and "(trimmed; pooled" in section
+    assert f"Verdict: {given.verdict}" in section
+    assert "Predicted (sim) against measured (runtime)" not in text  # one runtime file: nothing of its own
+    assert (tmp_path / "given" / "figures" / "compare1_staleness_pairs.png").stat().st_size > 1000
