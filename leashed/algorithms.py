@@ -67,6 +67,10 @@ class Algorithm:
     commits_at_gradient_end: bool = False
     #: E[τ] = m − 1 exactly (papers.md §6 T1: hogwild; leashed with T_p = ∞)
     staleness_identity: bool = False
+    #: reads a consistent snapshot without a lock, retried while a writer overlaps it (seqlock): the runtime
+    #: records the end of the successful snapshot as ``t_attempt``, so calibration measures the copy
+    #: (t_attempt − t_start, per try) and the gradient (t_grad − t_attempt) apart
+    snapshot_reads: bool = False
     #: a sync round is one version (all m gradients of a round produce it)
     versions_are_rounds: bool = False
     #: the MPI backend runs it (``leashed train --backend mpi``)
@@ -136,7 +140,7 @@ _ENTRIES = (
               reference="leashed.runtime.reference:_leashed"),
     Algorithm("seqlock", 5, "seqlock AsyncSGD: consistent snapshots without a lock, applies in place under a "
               "spin lock", "docs/seqlock.md", asynchronous=True, live_vectors_constant=lambda m: m + 1,
-              dense_copy=True,
+              dense_copy=True, snapshot_reads=True,
               runtime_loop="leashed.runtime._workers:LOOP_SEQLOCK",
               sim_worker="leashed.sim.processes:seqlock_worker",
               reference="leashed.runtime.reference:_seqlock"),

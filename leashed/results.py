@@ -12,7 +12,8 @@ A results file is one ``.npz`` archive (numpy's zip of ``.npy`` arrays, readable
   ``update_dropped`` (bool), ``update_t_start``, ``update_t_grad``, ``update_t_commit`` (float64 seconds
   since the run started; simulated seconds for ``source == "sim"``; ``t_commit`` of a dropped update is
   the time it was abandoned), and ``update_t_attempt`` (float64, the start of the update's last attempt:
-  after leashed's failed ones, else ``t_grad``; optional: files without it read it as ``t_grad``);
+  after leashed's failed ones; seqlock: the end of its successful snapshot copy, before the gradient;
+  else ``t_grad``; optional: files without it read it as ``t_grad``);
 * periodic samples: ``sample_time`` (float64 s), ``sample_version`` (int64, updates applied),
   ``sample_live_vectors`` (int32), ``sample_loss`` (float64 training loss, NaN if not evaluated),
   ``sample_accuracy`` (float64 test accuracy in [0, 1], NaN if not evaluated);
@@ -60,7 +61,7 @@ SAMPLE_FIELDS: dict[str, Any] = {
     "accuracy": np.float64,
 }
 #: per-update arrays that older files may lack: ``t_attempt`` (start of the update's last attempt; leashed's
-#: retries make it later than ``t_grad``), read as ``t_grad`` when absent
+#: retries make it later than ``t_grad``; seqlock: the end of its snapshot), read as ``t_grad`` when absent
 OPTIONAL_UPDATE_FIELDS: dict[str, Any] = {"t_attempt": np.float64}
 TOTAL_KEYS = ("updates_applied", "updates_dropped", "cas_failures", "wall_time_s", "diverged_at",
               "interrupted", "lost_updates")

@@ -330,10 +330,11 @@ cdef void loop_seqlock(ctx_t *c, int64_t tid) noexcept nogil:
     (seqlock_read in _phases.pxd: retried while a writer overlaps the copy), compute on it, then apply in
     place under the writers' spin lock with the counter odd (no vector is copied on commit). t0 = counter /
     2 at the snapshot, t1 = counter / 2 when the writer enters; tau = t1 - t0. ``attempts`` records the
-    snapshot copies of the update (1 = no retry). Writers store with relaxed atomics (apply_relaxed)
-    because readers copy at the same time; their copies are discarded if so."""
+    snapshot copies of the update (1 = no retry), ``t_attempt`` the end of the successful one. Writers
+    store with relaxed atomics (apply_relaxed) because readers copy at the same time; their copies are
+    discarded if so."""
     cdef thread_t *t = &c.threads[tid]
-    cdef int64_t k, ts, tg, tc, t0, t1, s, tries, nsel
+    cdef int64_t k, ts, tr, tg, tc, t0, t1, s, tries, nsel
     cdef float a
     cdef pending_t prev
     cdef bint first = True
@@ -342,6 +343,7 @@ cdef void loop_seqlock(ctx_t *c, int64_t tid) noexcept nogil:
         ts = now_rel(c)
         tries = 0
         t0 = seqlock_read(c, t.local, &tries) >> 1
+        tr = now_rel(c)  # the end of the successful snapshot: recorded as t_attempt
         read_done(c, tid, &first, &prev)
         k = take_ticket(c)
         if k >= c.total:
@@ -356,7 +358,7 @@ cdef void loop_seqlock(ctx_t *c, int64_t tid) noexcept nogil:
         seqlock_write_end(c, s)
         tc = now_rel(c)
         count_applied(c, t, a, nsel)
-        hold(&prev, k, t0, t1, t1 - t0, tries, False, ts, tg, tc, tg)
+        hold(&prev, k, t0, t1, t1 - t0, tries, False, ts, tg, tc, tr)
     flush(c, tid, &prev)
 
 

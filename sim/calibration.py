@@ -23,7 +23,10 @@ machine model for a prediction at m threads:
   are kept in the notes as a check. Without remote samples (only m = 1 runs), the remote law is the local
   one scaled by the machine file's axpy_remote_s / axpy_local_s (copy_… for a sparse run, whose attempt is
   a copy), or the local one.
-  Other algorithms: the per-attempt share of t_commit − t_grad of the closest run.
+  seqlock: one snapshot try plus the apply, (t_attempt − t_start)/tries + t_commit − t_grad, with the
+  copy fraction measured (their share of the copy) unless one is given, and compute = t_grad −
+  t_attempt (the runtime records the end of the snapshot as t_attempt). Other algorithms: the
+  per-attempt share of t_commit − t_grad of the closest run.
 * **machine**: cores from ``--cores``, else the machine file, else the runs' recorded usable cores; the
   background load the runs recorded (``background_load_cores``) unless ``ignore_load``, carried over to
   the thread count predicted as the fair share of the competing threads that took it
@@ -49,7 +52,7 @@ from leashed.algorithms import algorithm as algorithm_entry
 from leashed.errors import SpecError
 from leashed.sim.machine import DEFAULT_TIME_SLICE_S, Machine, Scheduler, longest_regular_gap, rotation_jitter
 from leashed.sim.timeline import Timeline, attempt_timelines, compute_timeline
-from leashed.sim.timing import Empirical, Scaled, TimingModel, from_result
+from leashed.sim.timing import Empirical, Scaled, TimingModel, from_result, measured_copy_fraction
 
 __all__ = ["attempt_masks", "attempt_times", "calibrate", "recorded_machine"]
 
@@ -305,7 +308,8 @@ def stripe_scale(m_cal: int, m: int) -> float:
     return (1.0 + 2.0 / m) / (1.0 + 2.0 / m_cal)
 
 
-def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, copy_fraction: float = 0.5,
+def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *,
+              copy_fraction: float | None = None,
               bus_contention: float = 0.0, profile: Any = None, cores: int | None = None,
               background_load: float | None = None, ignore_load: bool = False,
               machine_model: bool = True, compute_resampling: str = "timeline",
@@ -334,6 +338,9 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
     closest = by_closeness[0]
     # the closest thread count's runs, pooled (replicate runs average out the machine's drift)
     group = [i for i in range(len(results)) if results[i].spec.threads == results[closest].spec.threads]
+    measured_fractions = [f for f in (measured_copy_fraction(results[i]) for i in group) if f is not None]
+    if copy_fraction is None:  # seqlock measures its copy apart; the others split U at 0.5 unless given
+        copy_fraction = float(np.mean(measured_fractions)) if measured_fractions else 0.5
     parts = [from_result(results[i], source=sources[i], copy_fraction=copy_fraction,
                          bus_contention=bus_contention) for i in group]
     base = parts[0]
@@ -374,6 +381,8 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *, c
                              "calibration_threads": [int(r.spec.threads) for r in results],
                              "calibration_samples": int(len(compute.samples)),
                              "compute_resampling": compute_resampling}
+    if measured_fractions:
+        notes["copy_fraction_measured"] = float(np.mean(measured_fractions))
     if isinstance(compute, Timeline):
         notes["timeline_block_s"] = compute.block_s
     remote = None

@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "gamma:mean=2ms,cv=0.2")
     timing.add_argument("--update-time", metavar="DIST", help="update time U = copy + apply, e.g. const:20us")
     timing.add_argument("--copy-fraction", type=float, metavar="F", help="share of U spent copying "
-                        "(default 0.5)")
+                        "(default 0.5; calibrated seqlock: the share its runs measured)")
     timing.add_argument("--bus-contention", type=float, metavar="F", help="memory-bus contention: U "
                         "scales by 1 + F*(concurrent copies - 1) (default 0)")
     timing.add_argument("--sparse-update-factor", type=float, metavar="F", help="with --sparsifier: the "
@@ -182,7 +182,7 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
         raise SpecError("how many workers? pass --threads M")
 
     # timing model: explicit strings win, then the calibration file
-    copy_fraction = 0.5 if args.copy_fraction is None else args.copy_fraction
+    copy_fraction = 0.5 if args.copy_fraction is None else args.copy_fraction  # calibrated seqlock: measured
     contention = 0.0 if args.bus_contention is None else args.bus_contention
     threads = int(changes.get("threads", base.threads))
     profile = load_machine(args.machine) if args.machine else None
@@ -193,7 +193,7 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
     if calibration is not None:
         sources = [str(p) for p in args.calibrate_from]
         measured, machine = calibrate(
-            calibrations, sources, threads, copy_fraction=copy_fraction, bus_contention=contention,
+            calibrations, sources, threads, copy_fraction=args.copy_fraction, bus_contention=contention,
             profile=profile, cores=None if cores in (None, "none") else cores,
             background_load=args.background_load, ignore_load=args.ignore_load,
             compute_resampling=args.compute_resampling or "timeline",
@@ -204,6 +204,7 @@ def build(args: argparse.Namespace) -> tuple[ExperimentSpec, TimingModel, bool]:
         update_text = args.update_time or f"empirical:{sources[0]}"
         compute = parse_distribution(args.compute_time, "compute") if args.compute_time else measured.compute
         update = parse_distribution(args.update_time, "update") if args.update_time else measured.update
+        copy_fraction = measured.copy_fraction
         timing = TimingModel(compute, update, copy_fraction, contention, notes=measured.notes,
                              update_remote=None if args.update_time else measured.update_remote)
     else:

@@ -10,7 +10,8 @@ default:
   slices of length q spread evenly (in rotation: 4 threads on 2 idle cores run two at a time), and
   each time a thread comes back onto a core it loses the switch cost g (``switch_cost_s``, the switch gap
   ``leashed calibrate`` measures), spread over its slots as a CPU efficiency e (:class:`Scheduler`). The
-  threads of leashed and hogwild never block, so which slots a thread gets does not depend on what it
+  threads of leashed, hogwild and seqlock never block, so which slots a thread gets does not depend on
+  what it
   does, and a phase that needs x seconds of CPU starting at wall time t ends at W_j⁻¹(W_j(t) + x), W_j(t)
   the CPU time thread j has had by time t (:meth:`Scheduler.end_of`). A descheduled thread's compute or
   copy stretches. A lock waiter sleeps in the runtime's mutex and gives its core away, and the woken

@@ -28,7 +28,7 @@ from typing import Any
 
 from simpy import Event
 
-from leashed.sim.processes import Gen, Shared, Timeout, _finish_round, _gradient, _round_of
+from leashed.sim.processes import Gen, Shared, Timeout, _finish_round, _gradient, _round_of, seqlock_worker
 
 __all__ = ["MACHINE_WORKERS", "MachineState", "leashed_abandoning_worker", "leashed_runtime_worker"]
 
@@ -519,4 +519,5 @@ def sync_machine_worker(sh: Shared, i: int, cs: Iterator[float], us: Iterator[fl
 
 #: algorithm -> worker that runs on a machine model; an algorithm without one refuses a machine model
 MACHINE_WORKERS = {"seq": seq_machine_worker, "lock": lock_machine_worker, "hogwild": hogwild_machine_worker,
-                   "leashed": leashed_runtime_worker, "sync": sync_machine_worker}
+                   "leashed": leashed_runtime_worker, "sync": sync_machine_worker,
+                   "seqlock": seqlock_worker}  # one worker, ideal or not (it reads the scheduler)

@@ -328,7 +328,8 @@ def _assemble(spec: ExperimentSpec, timing: TimingModel, sh: Shared, engine: Any
                         version_commit=version_commit, staleness=staleness, attempts=attempts,
                         dropped=dropped, t_start=rec["t_start"], t_grad=rec["t_grad"],
                         t_commit=rec["t_commit"],
-                        t_attempt=rec["aux1"] if sh.machine_state is not None and info.has_cas else None)
+                        t_attempt=rec["aux1"] if (sh.machine_state is not None and info.has_cas)
+                        or info.snapshot_reads else None)  # seqlock: the end of the snapshot, as the runtime
     end = float(sh.env.now)
     m = spec.threads
     final = int(sh.vserial if spec.algorithm == "lock" else sh.version)

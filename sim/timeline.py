@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from leashed.errors import SpecError
-from leashed.sim.timing import Distribution
+from leashed.sim.timing import Distribution, gradient_starts
 
 __all__ = ["DEFAULT_BLOCK_S", "Placement", "Timeline", "attempt_timelines", "compute_timeline", "destall"]
 
@@ -234,7 +234,8 @@ def attempt_timelines(results: Sequence[Any], frame: Timeline, local: Sequence[n
 def compute_timeline(results: Sequence[Any], source: str, block_s: float = DEFAULT_BLOCK_S,
                      subtract: Sequence[np.ndarray] | None = None, destall_s: float | None = None,
                      counts: list[int] | None = None) -> Timeline:
-    """The :class:`Timeline` of runtime results files: per run and thread, t_start and t_grad − t_start
+    """The :class:`Timeline` of runtime results files: per run and thread, the gradient's start (t_start;
+    seqlock: the end of its snapshot, :func:`~leashed.sim.timing.gradient_starts`) and t_grad − that
     of every recorded gradient (dropped ones included: their gradient was computed), less ``subtract``
     (per run, seconds per update; the part of a gradient's time the simulator adds itself: a given read
     slowdown, :func:`leashed.sim.calibration.calibrate`), never below 0. ``destall_s``: each thread's
@@ -243,7 +244,7 @@ def compute_timeline(results: Sequence[Any], source: str, block_s: float = DEFAU
     runs = []
     for n, result in enumerate(results):
         log = result.updates
-        starts = np.asarray(log.t_start, dtype=np.float64)
+        starts = gradient_starts(result)
         durations = np.asarray(log.t_grad, dtype=np.float64) - starts
         if subtract is not None:
             durations = durations - np.asarray(subtract[n], dtype=np.float64)

@@ -522,17 +522,66 @@ def worker_streams(timing: TimingModel, seed: int, m: int, clock: Callable[[], f
 
 
 # ------------------------------------------------------------------------------------------- calibration
+def snapshot_copies(result: RunResult) -> np.ndarray | None:
+    """seqlock (``Algorithm.snapshot_reads``): the time of one snapshot try per update, (t_attempt −
+    t_start) / tries, t_attempt being the end of the successful snapshot; None for the other algorithms
+    and for files that do not record it (older ones read t_attempt as t_grad)."""
+    from leashed.algorithms import algorithm as entry
+
+    if not entry(result.spec.algorithm).snapshot_reads:
+        return None
+    log = result.updates
+    ta, tg = np.asarray(log.t_attempt, dtype=np.float64), np.asarray(log.t_grad, dtype=np.float64)
+    if len(ta) == 0 or not np.any(ta < tg):
+        return None
+    tries = np.maximum(np.asarray(log.attempts, dtype=np.int64), 1)
+    return np.maximum(ta - np.asarray(log.t_start, dtype=np.float64), 0.0) / tries
+
+
+def gradient_starts(result: RunResult) -> np.ndarray:
+    """Where each recorded gradient's compute began: t_start, or for seqlock the end of its snapshot
+    (t_attempt, :func:`snapshot_copies`), so that the compute time does not hold the copy the simulator
+    charges itself."""
+    log = result.updates
+    which = log.t_attempt if snapshot_copies(result) is not None else log.t_start
+    return np.asarray(which, dtype=np.float64)
+
+
+def measured_copy_fraction(result: RunResult) -> float | None:
+    """seqlock: the measured share of the copy in U = copy + apply (:func:`measured_times`); None where
+    the copy is not measured apart (the other algorithms take the copy fraction given, 0.5 by default)."""
+    copies = snapshot_copies(result)
+    if copies is None:
+        return None
+    log = result.updates
+    applies = np.maximum(np.asarray(log.t_commit - log.t_grad, dtype=np.float64), 0.0)
+    ok = np.isfinite(copies) & np.isfinite(applies)
+    total = float(copies[ok].sum() + applies[ok].sum())
+    return float(copies[ok].sum()) / total if total > 0 else None
+
+
 def measured_times(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
     """Measured (compute, update) times of a results file: compute = t_grad − t_start per gradient;
     update = (t_commit − t_grad) / attempts, repeated once per attempt (a per-attempt sample). sync:
     update = t_commit − the round's last t_grad, the update after the barrier (papers.md §2; the
     simulator's round is the slowest gradient, then the slowest stripe): t_commit − t_grad also holds the
     wait for the round's slowest gradient, which the simulator adds itself (it made quiet calibrated
-    predictions at m = 2 8 % slow)."""
+    predictions at m = 2 8 % slow). seqlock, where the file records the end of the snapshot: compute =
+    t_grad − t_attempt, update = one snapshot try + the apply, (t_attempt − t_start) / tries + t_commit −
+    t_grad, once per update (the simulator draws one U per update and charges each try its copy share,
+    :func:`measured_copy_fraction`)."""
     log = result.updates
     if len(log) == 0:
         raise SpecError("the results file has no recorded updates to calibrate from; "
                         "use a run with at least one update")
+    copies = snapshot_copies(result)
+    if copies is not None:
+        compute = np.asarray(log.t_grad - log.t_attempt, dtype=np.float64)
+        update = copies + np.asarray(log.t_commit - log.t_grad, dtype=np.float64)
+        ok = np.isfinite(compute) & np.isfinite(update)
+        if not ok.any():
+            raise SpecError("the results file has no finite update timestamps to calibrate from")
+        return np.maximum(compute[ok], 0.0), np.maximum(update[ok], 0.0)
     compute = np.asarray(log.t_grad - log.t_start, dtype=np.float64)
     attempts = np.maximum(np.asarray(log.attempts, dtype=np.int64), 1)
     from leashed.algorithms import algorithm as entry

@@ -4,6 +4,8 @@ every snapshot is consistent, retries are recorded and the staleness bounds that
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from runtime_helpers import check_records, counter_spec, threads_overlap
@@ -19,7 +21,7 @@ from leashed.spec import ExperimentSpec
 def test_registry_entry_states_the_traits():
     entry = algorithms.algorithm("seqlock")
     assert entry.consistent and not entry.can_lose_updates and not entry.has_cas and not entry.uses_pool
-    assert entry.live_vectors(4) == 5 and entry.dense_copy and not entry.mpi
+    assert entry.live_vectors(4) == 5 and entry.dense_copy and not entry.mpi and entry.snapshot_reads
     assert not entry.staleness_identity  # commits that overlap a snapshot fall in no window (docs/seqlock.md)
     assert "seqlock" in algorithms.asynchronous_names() and "seqlock" not in algorithms.mpi_names()
 
@@ -146,3 +148,39 @@ def test_docs_commands_run(tmp_path):
         outputs.append(proc.stdout + proc.stderr)
     assert "lost updates 0 " in outputs[0], outputs[0]
     assert (tmp_path / "seqlock-counter.npz").exists() and (tmp_path / "seqlock-sim.npz").exists()
+
+
+def test_snapshot_end_is_recorded_and_calibration_measures_the_copy_apart():
+    """The runtime records the end of the successful snapshot as t_attempt (t_start <= t_attempt <=
+    t_grad), as the simulator does; calibration then takes the gradient as t_grad − t_attempt, U as one
+    snapshot try plus the apply, and the copy fraction from those, instead of counting the copy in the
+    gradient and splitting U at 0.5."""
+    from leashed.sim.calibration import calibrate
+    from leashed.sim.timing import measured_copy_fraction, measured_times, snapshot_copies
+
+    result = run(counter_spec("seqlock", 2, updates=1500, dim=200_000))
+    u = result.updates
+    assert np.all(u.t_start <= u.t_attempt) and np.all(u.t_attempt <= u.t_grad)
+    assert np.any(u.t_attempt > u.t_start)  # a 200,000-float copy takes measurable time
+    copies = snapshot_copies(result)
+    np.testing.assert_allclose(copies, (u.t_attempt - u.t_start) / u.attempts)
+    compute, update = measured_times(result)
+    np.testing.assert_allclose(compute, u.t_grad - u.t_attempt)
+    np.testing.assert_allclose(update, copies + (u.t_commit - u.t_grad))
+    fraction = measured_copy_fraction(result)
+    assert 0.0 < fraction < 1.0
+    assert fraction == pytest.approx(copies.sum() / update.sum())
+    timing, _ = calibrate([result], ["run.npz"], 4)
+    assert timing.copy_fraction == pytest.approx(fraction)
+    assert timing.notes["copy_fraction_measured"] == pytest.approx(fraction)
+    assert calibrate([result], ["run.npz"], 4, copy_fraction=0.5)[0].copy_fraction == 0.5  # given: kept
+    # a file without the snapshot's end (t_attempt read as t_grad): the former split
+    old = result.replace(updates=dataclasses.replace(u, t_attempt=u.t_grad.copy()))
+    assert snapshot_copies(old) is None and measured_copy_fraction(old) is None
+    assert calibrate([old], ["old.npz"], 4)[0].copy_fraction == 0.5
+    # the simulator records the same instant: the end of the successful snapshot copy
+    spec = ExperimentSpec(algorithm="seqlock", threads=1, updates=20, compute_time="const:1ms",
+                          update_time="const:400us", model="counter", dataset="none")
+    sim = run_simulation(spec, metadata=False).result.updates
+    np.testing.assert_allclose(sim.t_attempt - sim.t_start, 200e-6)
+    np.testing.assert_allclose(sim.t_grad - sim.t_attempt, 1e-3)

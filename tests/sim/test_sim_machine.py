@@ -333,3 +333,57 @@ def test_lock_four_threads_two_cores_hand_solved():
     assert slow.t_commit[t2] - slow.t_grad[t2] == pytest.approx(0.125 / 0.99)
     assert slow.t_commit[t3] - slow.t_commit[t2] == pytest.approx(0.01 + 0.125 / 0.99)
     _roomy_machine_is_ideal(spec)  # a core for every thread: exactly the ideal machine's run
+
+
+def test_seqlock_four_threads_two_cores_hand_solved():
+    # C = 1, U = 0.25 (snapshot copy 0.125, apply 0.125 under the writers' spin lock), slice 1: threads
+    # 0, 1 run in the even slots, 2, 3 in the odd ones; a seqlock thread never sleeps, so its copy and
+    # gradient run in its own slots, and its apply on a full core (the spinners yield theirs to it).
+    # Copies: 0, 1 over [0, 0.125]; 2, 3 wait for slot 1, [0, 1.125].
+    # Gradients: 0, 1 end at 2.125 (0.875 in slot 0, 0.125 in slot 2), 2, 3 at 3.125. Applies: 0 at
+    # 2.125-2.25, 1 waits for the lock, 2.25-2.375; 0's next copy waits for an even counter, [2.375, 2.5]
+    # (version 2), and so does 1's: both gradients end at 4.5. Threads 2, 3 apply 3.125-3.25-3.375, copy
+    # [3.375, 3.5] (version 4), gradients to 5.5, applies 5.5-5.625-5.75.
+    spec = spec_of("seqlock", 4, 8, "const:1.0", "const:0.25")
+    s = run_simulation(spec, metadata=False, machine=Machine(cores=2, time_slice_s=1.0))
+    u = s.result.updates
+    assert u.thread.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert u.t_start.tolist() == [0.0, 0.0, 0.0, 0.0, 2.25, 2.375, 3.25, 3.375]
+    assert u.t_grad.tolist() == [2.125, 2.125, 3.125, 3.125, 4.5, 4.5, 5.5, 5.5]
+    assert u.t_commit.tolist() == [2.25, 2.375, 3.25, 3.375, 4.625, 4.75, 5.625, 5.75]
+    assert u.version_read.tolist() == [0, 0, 0, 0, 2, 2, 4, 4]
+    assert u.staleness.tolist() == [0, 1, 2, 3, 2, 3, 2, 3]
+    assert u.attempts.tolist() == [1] * 8
+    assert s.result.totals["wall_time_s"] == 5.75
+    assert s.result.extra["machine"]["applied"] is True and "not_applied" not in s.result.extra["machine"]
+    _roomy_machine_is_ideal(spec)  # a core for every thread: exactly the ideal machine's run
+    # an apply that runs past the thread's slot: C = 0.825, two tickets. Threads 0, 1 copy over [0, 0.125]
+    # and end their gradients at 0.95; 0 applies 0.95-1.075 and 1, after waiting for the lock, 1.075-1.2,
+    # in slot 1, which is threads 2 and 3's: kept in the rotation they would end at 2.075 and 2.2
+    short = run_simulation(spec_of("seqlock", 4, 2, "const:0.825", "const:0.25"), metadata=False,
+                           machine=Machine(cores=2, time_slice_s=1.0)).result.updates
+    assert short.t_grad.tolist() == [0.95, 0.95]
+    assert short.t_commit.tolist() == pytest.approx([1.075, 1.2])
+
+
+def test_seqlock_on_shared_cores_retries_snapshots_and_never_overlaps_applies():
+    """Six threads on two cores: snapshot copies stretched over the slots they miss are retried; the
+    applies (one writer at a time) never overlap, every snapshot is a version, and the counter model ends
+    exact (no update lost)."""
+    spec = spec_of("seqlock", 6, 600, "gamma:mean=1ms,cv=0.5", "const:400us", model="counter",
+                   dataset="none", lr=1.0, dim=5)
+    run = run_simulation(spec, gradients=True, metadata=False, machine=Machine(cores=2, time_slice_s=1.5e-3))
+    res, rec = run.result, run.records
+    assert res.extra["machine"]["applied"] is True
+    assert res.updates.attempts.max() > 1  # some snapshot was retried
+    order = np.argsort(rec["version_commit"])  # applies in version order: [aux2 (lock taken), t_commit]
+    starts, ends = rec["aux2"][order], rec["t_commit"][order]
+    assert np.all(starts[1:] >= ends[:-1])  # the writers' lock: one apply at a time
+    # each snapshot is a version: at the end of its copy (aux1), no apply is in progress and exactly
+    # version_read applies have begun
+    begun = np.searchsorted(starts, rec["aux1"], side="right")
+    assert np.array_equal(begun, rec["version_read"].astype(int))
+    assert np.all(ends[np.maximum(begun - 1, 0)][begun > 0] <= rec["aux1"][begun > 0])
+    assert np.all(res.params == res.totals["updates_applied"]) and res.totals["updates_applied"] == 600
+    ideal = run_simulation(spec, metadata=False).result
+    assert res.totals["wall_time_s"] > 2.0 * ideal.totals["wall_time_s"]  # 6 threads on 2 cores, not 6
