@@ -91,7 +91,18 @@ def report(tmp_path_factory):
         proc = run_cli("simulate", "--calibrate-from", str(files[1]), "--threads", str(m), "--out", str(path))
         assert proc.returncode == 0, proc.stderr
         files.append(path)
-    index = build_report([RunResult.load(p) for p in files], out / "report", files=[p.name for p in files])
+    # a paired comparison given to the report, as the demo gives its held-out rounds
+    second = out / "sim-m2-seed1.npz"
+    proc = run_cli("simulate", "--calibrate-from", str(files[1]), "--threads", "2", "--seed", "1", "--out",
+                   str(second))
+    assert proc.returncode == 0, proc.stderr
+    from leashed.analysis.compare import compare_results
+
+    rounds = [RunResult.load(p) for p in (files[3], second, files[1], files[1])]
+    given = compare_results(rounds, ["sim-m2.npz", second.name, files[1].name, files[1].name], paired=True)
+    index = build_report([RunResult.load(p) for p in files], out / "report", files=[p.name for p in files],
+                         comparisons=[("Held-out rounds", given)])
+    assert "<h2>Held-out rounds</h2>" in index.read_text()
     return binary, index
 
 
