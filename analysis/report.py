@@ -443,8 +443,8 @@ def _comparison_section(page: _Page, tmp: Path, comparison: compare_mod.Comparis
              f"interval; each cell ends with its verdict."
              + (f" Paired (intervals of the differences over prediction/measurement pairs): "
                 f"{_e('; '.join(paired))}." if paired else "")
-             + (" Throughput marked <i>(trimmed)</i>: the 20 % trimmed mean of the pairs' ratios, with "
-                "Yuen's interval; the pooled ratio is given beside it." if trimmed else "")
+             + (" A throughput cell that says “trimmed” is the 20 % trimmed mean of the pairs' ratios, "
+                "with Yuen's interval; the pooled ratio is given beside it." if trimmed else "")
              + f" {_e(c.describe())}</p>")
     for u in getattr(comparison, "unpaired", []) or []:
         page.add(f'<p class="note">Unpaired: {_e(u)}</p>')
