@@ -36,6 +36,7 @@ from leashed import algorithms
 from leashed.analysis import compare as compare_mod
 from leashed.analysis import plots
 from leashed.analysis._io import atomic_directory, check_output_dir, leashed_version
+from leashed.analysis.equivalence import DIFFER
 from leashed.analysis.staleness import DEFAULT_MODELS, StalenessFit, fit_result, parse_models
 from leashed.analysis.steps import describe_policy
 from leashed.errors import LeashedError
@@ -240,8 +241,7 @@ def _pair_cells(p: Any) -> list[Any]:
             return None
         d = x.difference
         ci = f" [{_f(d.low)}, {_f(d.high)}]" if getattr(d, "low", None) is not None else ""
-        pooled = getattr(x, "pooled", None)
-        trimmed = f" (trimmed; pooled {_f(pooled.value)})" if pooled is not None else ""
+        trimmed = f" (trimmed; pooled {_f(x.pooled.value)})" if x.pooled is not None else ""
         return _Html(f"{_f(d.value)}{ci}{_e(trimmed)} <i>{_e(x.verdict)}</i>")
 
     verdict = str(p.verdict)
@@ -431,7 +431,7 @@ def _comparison_section(page: _Page, tmp: Path, comparison: compare_mod.Comparis
     files, and its figures as :func:`~leashed.analysis.compare.write_comparison` writes them, renamed
     ``figures/<prefix><name>``."""
     page.add(f"<h2>{_e(heading)}</h2>")
-    css = "ok" if comparison.consistent else "bad" if comparison.overall == "differ" else "warn"
+    css = "ok" if comparison.consistent else "bad" if comparison.overall == DIFFER else "warn"
     page.add(f'<p class="{css}"><b>Verdict: {_e(comparison.verdict)}</b></p>')
     page.add(_table(["run", "N sim / runtime", "throughput ratio [CI]", "CAS failure sim / runtime",
                      "mean τ sim / runtime", "D sim / runtime", "TV [CI]", "verdict"],
@@ -439,14 +439,14 @@ def _comparison_section(page: _Page, tmp: Path, comparison: compare_mod.Comparis
     c = comparison.criteria
     trimmed = any(q.statistic == "trimmed" for p in comparison.pairs for q in p.quantities.values())
     paired = [f"{p.label}: {p.paired} pairs" for p in comparison.pairs if p.paired]
-    page.add(f'<p class="note">Predicted / measured; [CI] = {getattr(c, "confidence", 0.9):.0%} '
+    page.add(f'<p class="note">Predicted / measured; [CI] = {c.confidence:.0%} '
              f"interval; each cell ends with its verdict."
              + (f" Paired (intervals of the differences over prediction/measurement pairs): "
                 f"{_e('; '.join(paired))}." if paired else "")
              + (" A throughput cell that says “trimmed” is the 20 % trimmed mean of the pairs' ratios, "
                 "with Yuen's interval; the pooled ratio is given beside it." if trimmed else "")
              + f" {_e(c.describe())}</p>")
-    for u in getattr(comparison, "unpaired", []) or []:
+    for u in comparison.unpaired:
         page.add(f'<p class="note">Unpaired: {_e(u)}</p>')
     compare_dir = tmp / "figures" / f"_{prefix}"
     compare_dir.mkdir()

@@ -111,7 +111,8 @@ def _calibrate_from(paths: list[Path]) -> list[str]:
 def _loaded_note(measured: list[Path], calibration: list[list[Path]], machine: Path, runs: Path, out: Path,
                  args: argparse.Namespace) -> list[Path]:
     """When the machine was loaded during a measured run, say so, and compare, in pairs again, the
-    predictions that take each measured run's recorded load (``--background-load``)."""
+    predictions that take each measured run's recorded load (``--background-load``); returns those
+    predictions (none when no run was loaded)."""
     from leashed.machine import machine_loaded
     from leashed.results import RunResult
 

@@ -338,9 +338,10 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *,
     closest = by_closeness[0]
     # the closest thread count's runs, pooled (replicate runs average out the machine's drift)
     group = [i for i in range(len(results)) if results[i].spec.threads == results[closest].spec.threads]
-    measured_fractions = [f for f in (measured_copy_fraction(results[i]) for i in group) if f is not None]
-    if copy_fraction is None:  # seqlock measures its copy apart; the others split U at 0.5 unless given
-        copy_fraction = float(np.mean(measured_fractions)) if measured_fractions else 0.5
+    fractions = [f for f in (measured_copy_fraction(results[i]) for i in group) if f is not None]
+    measured_fraction = float(np.mean(fractions)) if fractions else None  # seqlock measures its copy
+    if copy_fraction is None:  # the others split U at 0.5 unless one is given
+        copy_fraction = 0.5 if measured_fraction is None else measured_fraction
     parts = [from_result(results[i], source=sources[i], copy_fraction=copy_fraction,
                          bus_contention=bus_contention) for i in group]
     base = parts[0]
@@ -381,8 +382,8 @@ def calibrate(results: Sequence[Any], sources: Sequence[str], threads: int, *,
                              "calibration_threads": [int(r.spec.threads) for r in results],
                              "calibration_samples": int(len(compute.samples)),
                              "compute_resampling": compute_resampling}
-    if measured_fractions:
-        notes["copy_fraction_measured"] = float(np.mean(measured_fractions))
+    if measured_fraction is not None:
+        notes["copy_fraction_measured"] = measured_fraction
     if isinstance(compute, Timeline):
         notes["timeline_block_s"] = compute.block_s
     remote = None

@@ -522,42 +522,48 @@ def worker_streams(timing: TimingModel, seed: int, m: int, clock: Callable[[], f
 
 
 # ------------------------------------------------------------------------------------------- calibration
-def snapshot_copies(result: RunResult) -> np.ndarray | None:
-    """seqlock (``Algorithm.snapshot_reads``): the time of one snapshot try per update, (t_attempt −
-    t_start) / tries, t_attempt being the end of the successful snapshot; None for the other algorithms
-    and for files that do not record it (older ones read t_attempt as t_grad)."""
+def records_snapshot_end(result: RunResult) -> bool:
+    """Whether ``t_attempt`` of a results file is the end of each update's snapshot copy: seqlock
+    (``Algorithm.snapshot_reads``) files written since the runtime records it (older ones read
+    t_attempt as t_grad)."""
     from leashed.algorithms import algorithm as entry
 
-    if not entry(result.spec.algorithm).snapshot_reads:
+    log = result.updates
+    return bool(entry(result.spec.algorithm).snapshot_reads and len(log)
+                and np.any(np.asarray(log.t_attempt) < np.asarray(log.t_grad)))
+
+
+def snapshot_phases(result: RunResult) -> tuple[np.ndarray, np.ndarray] | None:
+    """seqlock, where the file records the end of the snapshot (:func:`records_snapshot_end`): per
+    update, one snapshot try, (t_attempt − t_start) / tries, and the apply, t_commit − t_grad (both at
+    least 0); else None."""
+    if not records_snapshot_end(result):
         return None
     log = result.updates
-    ta, tg = np.asarray(log.t_attempt, dtype=np.float64), np.asarray(log.t_grad, dtype=np.float64)
-    if len(ta) == 0 or not np.any(ta < tg):
-        return None
     tries = np.maximum(np.asarray(log.attempts, dtype=np.int64), 1)
-    return np.maximum(ta - np.asarray(log.t_start, dtype=np.float64), 0.0) / tries
+    copy = np.maximum(np.asarray(log.t_attempt - log.t_start, dtype=np.float64), 0.0) / tries
+    apply = np.maximum(np.asarray(log.t_commit - log.t_grad, dtype=np.float64), 0.0)
+    return copy, apply
 
 
 def gradient_starts(result: RunResult) -> np.ndarray:
     """Where each recorded gradient's compute began: t_start, or for seqlock the end of its snapshot
-    (t_attempt, :func:`snapshot_copies`), so that the compute time does not hold the copy the simulator
-    charges itself."""
+    (t_attempt, :func:`records_snapshot_end`), so that the compute time does not hold the copy the
+    simulator charges itself."""
     log = result.updates
-    which = log.t_attempt if snapshot_copies(result) is not None else log.t_start
-    return np.asarray(which, dtype=np.float64)
+    return np.asarray(log.t_attempt if records_snapshot_end(result) else log.t_start, dtype=np.float64)
 
 
 def measured_copy_fraction(result: RunResult) -> float | None:
-    """seqlock: the measured share of the copy in U = copy + apply (:func:`measured_times`); None where
+    """seqlock: the measured share of the copy in U = copy + apply (:func:`snapshot_phases`); None where
     the copy is not measured apart (the other algorithms take the copy fraction given, 0.5 by default)."""
-    copies = snapshot_copies(result)
-    if copies is None:
+    phases = snapshot_phases(result)
+    if phases is None:
         return None
-    log = result.updates
-    applies = np.maximum(np.asarray(log.t_commit - log.t_grad, dtype=np.float64), 0.0)
-    ok = np.isfinite(copies) & np.isfinite(applies)
-    total = float(copies[ok].sum() + applies[ok].sum())
-    return float(copies[ok].sum()) / total if total > 0 else None
+    copy, apply = phases
+    ok = np.isfinite(copy) & np.isfinite(apply)
+    total = float(copy[ok].sum() + apply[ok].sum())
+    return float(copy[ok].sum()) / total if total > 0 else None
 
 
 def measured_times(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
@@ -574,10 +580,10 @@ def measured_times(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
     if len(log) == 0:
         raise SpecError("the results file has no recorded updates to calibrate from; "
                         "use a run with at least one update")
-    copies = snapshot_copies(result)
-    if copies is not None:
+    phases = snapshot_phases(result)
+    if phases is not None:
         compute = np.asarray(log.t_grad - log.t_attempt, dtype=np.float64)
-        update = copies + np.asarray(log.t_commit - log.t_grad, dtype=np.float64)
+        update = phases[0] + phases[1]
         ok = np.isfinite(compute) & np.isfinite(update)
         if not ok.any():
             raise SpecError("the results file has no finite update timestamps to calibrate from")

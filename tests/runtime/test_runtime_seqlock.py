@@ -156,14 +156,15 @@ def test_snapshot_end_is_recorded_and_calibration_measures_the_copy_apart():
     snapshot try plus the apply, and the copy fraction from those, instead of counting the copy in the
     gradient and splitting U at 0.5."""
     from leashed.sim.calibration import calibrate
-    from leashed.sim.timing import measured_copy_fraction, measured_times, snapshot_copies
+    from leashed.sim.timing import measured_copy_fraction, measured_times, snapshot_phases
 
     result = run(counter_spec("seqlock", 2, updates=1500, dim=200_000))
     u = result.updates
     assert np.all(u.t_start <= u.t_attempt) and np.all(u.t_attempt <= u.t_grad)
     assert np.any(u.t_attempt > u.t_start)  # a 200,000-float copy takes measurable time
-    copies = snapshot_copies(result)
+    copies, applies = snapshot_phases(result)
     np.testing.assert_allclose(copies, (u.t_attempt - u.t_start) / u.attempts)
+    np.testing.assert_allclose(applies, u.t_commit - u.t_grad)
     compute, update = measured_times(result)
     np.testing.assert_allclose(compute, u.t_grad - u.t_attempt)
     np.testing.assert_allclose(update, copies + (u.t_commit - u.t_grad))
@@ -176,7 +177,7 @@ def test_snapshot_end_is_recorded_and_calibration_measures_the_copy_apart():
     assert calibrate([result], ["run.npz"], 4, copy_fraction=0.5)[0].copy_fraction == 0.5  # given: kept
     # a file without the snapshot's end (t_attempt read as t_grad): the former split
     old = result.replace(updates=dataclasses.replace(u, t_attempt=u.t_grad.copy()))
-    assert snapshot_copies(old) is None and measured_copy_fraction(old) is None
+    assert snapshot_phases(old) is None and measured_copy_fraction(old) is None
     assert calibrate([old], ["old.npz"], 4)[0].copy_fraction == 0.5
     # the simulator records the same instant: the end of the successful snapshot copy
     spec = ExperimentSpec(algorithm="seqlock", threads=1, updates=20, compute_time="const:1ms",
